@@ -1,0 +1,43 @@
+"""lrgym: neural-network training as a Gymnasium episodic bandit.
+
+Importing lrgym registers the ``StepSizeControl-*`` environments with Gymnasium.
+"""
+
+from lrgym.controllers import (
+    ConstantController,
+    Controller,
+    ControlState,
+    LogLinearController,
+    ScheduleController,
+)
+from lrgym.data import load_dataset
+from lrgym.errors import DatasetNotFoundError, InvalidActionError, InvalidConfigError, LrgymError
+from lrgym.features import FeatureConfig, base_features
+from lrgym.registration import ENV_KWARGS, register_envs
+from lrgym.tasks import Task, TaskFamily
+from lrgym.training import TrainingResult, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ENV_KWARGS",
+    "ConstantController",
+    "ControlState",
+    "Controller",
+    "DatasetNotFoundError",
+    "FeatureConfig",
+    "InvalidActionError",
+    "InvalidConfigError",
+    "LogLinearController",
+    "LrgymError",
+    "ScheduleController",
+    "Task",
+    "TaskFamily",
+    "TrainingResult",
+    "__version__",
+    "base_features",
+    "load_dataset",
+    "train",
+]
+
+register_envs()

@@ -1,0 +1,5 @@
+"""Gymnasium environments of lrgym."""
+
+from lrgym.envs.step_size_control import StepSizeControlEnv
+
+__all__ = ["StepSizeControlEnv"]

@@ -1,0 +1,309 @@
+"""The StepSizeControl environment: one network's training run as a one-step episode."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from lrgym.controllers import DEFAULT_LR_BOUNDS, LogLinearController
+from lrgym.data import load_dataset
+from lrgym.errors import InvalidActionError, InvalidConfigError, choice_error
+from lrgym.features import FEATURE_NAMES, FeatureConfig
+from lrgym.reward import DEFAULT_DIVERGENCE_PENALTY, log_loss_decrease
+from lrgym.tasks import Task, TaskFamily, check_architecture
+from lrgym.training import TrainingResult, TrainingRun, train
+
+OBS_LOW = np.array([-100.0, -100.0, 0.0, 0.0, 0.0], dtype=np.float32)
+OBS_HIGH = np.array([100.0, 100.0, 1.0e4, 1.0e4, 1.0], dtype=np.float32)
+DEFAULT_THETA_CENTER = (0.0, 0.0, 0.0, 0.0, -5.0)
+DEFAULT_THETA_SCALE = (1.0, 1.0, 1.0, 1.0, 10.0)
+
+
+class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Training a neural network as a contextual bandit: one episode is one training run.
+
+    ## Description
+
+    Learning step-size controllers after Daniel, Taylor & Nowozin, "Learning Step Size
+    Controllers for Robust Neural Network Training" (AAAI 2016). ``reset()`` samples a task: a
+    network from a family, a subset of the training data, a number of steps, a batch size and an
+    initial learning rate ``eta_0``. The agent answers with the parameters ``theta`` of the
+    log-linear controller ``eta_t = exp(theta^T phi_hat_{t-1})``, and ``step(theta)`` trains the
+    network for the whole run with the controller setting the learning rate of every step.
+
+    ## Action Space
+
+    ``Box(-1, 1, (5,), float32)``, a normalised ``theta``. The raw controller parameters are
+    ``theta = theta_center + theta_scale * action`` (elementwise; defaults
+    ``theta_center = [0, 0, 0, 0, -5]``, ``theta_scale = [1, 1, 1, 1, 10]``), so the zero action
+    is the constant learning rate ``exp(-5) ~ 6.7e-3`` after the first step. Entries outside
+    ``[-1, 1]`` are clipped to it (``info["action_clipped"]`` says so).
+    :meth:`action_to_theta` and :meth:`theta_to_action` convert.
+
+    | Num | theta weights     | raw range (defaults) |
+    |-----|-------------------|----------------------|
+    | 0   | avg_phi1          | [-1, 1]              |
+    | 1   | avg_phi2          | [-1, 1]              |
+    | 2   | unc_phi1          | [-1, 1]              |
+    | 3   | unc_phi2          | [-1, 1]              |
+    | 4   | bias (log eta)    | [-15, 5]             |
+
+    ## Observation Space
+
+    ``Box(low, high, (5,), float32)``: ``phi_hat = [a1, a2, u1, u2, 1]``, the running averages
+    (``a``) and uncertainties (``u``) of ``phi1 = log Var_i(grad f_i^T dw)`` and
+    ``phi2 = log Var_i(f_i)`` over mini-batches (see :mod:`lrgym.features`). Values are clipped
+    to the box.
+
+    | Num | Observation | Min  | Max   |
+    |-----|-------------|------|-------|
+    | 0   | avg_phi1    | -100 | 100   |
+    | 1   | avg_phi2    | -100 | 100   |
+    | 2   | unc_phi1    | 0    | 1e4   |
+    | 3   | unc_phi2    | 0    | 1e4   |
+    | 4   | bias        | 0    | 1     |
+
+    The bias entry is always 1; its box is ``[0, 1]`` because Gymnasium's checker rejects a
+    zero-width box.
+
+    ## Rewards
+
+    ``r = -(1/(S-1)) sum_{s=2..S} (log E_s - log E_{s-1}) = (log E_1 - log E_S) / (S-1)``,
+    ``E_s`` the mean training loss on a fixed evaluation sample (``eval_size`` examples of the
+    task's training subset) at ``S = eval_points`` evenly spaced steps, the first before
+    training. A run whose loss becomes non-finite stops early and gets ``divergence_penalty``
+    (default -1); every other reward is floored at it.
+
+    ## Starting State
+
+    ``phi_hat`` measured on the freshly initialised network: one step at ``eta_0`` on the
+    task's first mini-batch (exactly the first step the training run will take), so
+    ``[phi1, phi2, 0, 0, 1]``.
+
+    ## Episode End
+
+    Every ``step`` ends the episode (``terminated=True``, ``truncated=False``); call ``reset``
+    for the next task. ``info`` holds the task (``info["task"]``), the curves (``losses``,
+    ``learning_rates``, ``features``, ``eval_steps``, ``eval_losses``), ``final_train_loss``,
+    ``test_loss``, ``test_accuracy``, ``diverged`` and ``theta``; the wall time (not
+    reproducible, so not in ``info``) is ``env.unwrapped.last_result.wall_time``.
+
+    ## Arguments
+
+    ```python
+    import gymnasium as gym
+    import lrgym
+
+    env = gym.make("StepSizeControl-MNIST-v0", data_root="~/data", steps=[100, 200])
+    ```
+
+    * ``dataset``: ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"digits"`` or ``"toy"``.
+    * ``architecture``: ``"cnn"`` (the paper's sampled family), ``"lenet"`` (fixed
+      [20, 50, 500]), ``"cifar-quick"`` (fixed [32, 32, 64, 64]) or ``"mlp"``.
+    * ``widths``: ``[low, high]`` per sampled layer, or ``None`` for the architecture default.
+    * ``optimizer``: ``"sgd"``, ``"rmsprop"`` or ``"adam"``; ``momentum`` for SGD.
+    * ``subset_fraction``, ``steps``, ``batch_size``: ``[low, high]`` ranges (uniform).
+    * ``lr``: ``[low, high]`` range of ``eta_0`` (log-uniform).
+    * ``gamma``: feature smoothing; ``feature_every``: compute ``phi1`` every k steps.
+    * ``eval_points`` (S), ``eval_size``; ``test_size`` (``None``: the whole test set).
+    * ``relative``: the relative controller ``eta_t = eta_{t-1} exp(theta^T phi_hat)``.
+    * ``lr_bounds``: clipping range of eta, default ``[1e-8, 10]``.
+    * ``theta_center``, ``theta_scale``: the action-to-theta map.
+    * ``divergence_penalty``: reward of a diverged run.
+    * ``data_root``, ``download``: where data lives (see :mod:`lrgym.data`).
+    * ``device``: torch device (results are bit-reproducible on the CPU).
+    * ``render_mode``: ``None`` or ``"rgb_array"`` (the last run's loss and lr curves).
+
+    ## Version History
+
+    * v0: initial release.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 1}
+
+    def __init__(
+        self,
+        *,
+        dataset: str = "mnist",
+        architecture: str = "cnn",
+        widths: Sequence[Sequence[int]] | None = None,
+        optimizer: str = "sgd",
+        momentum: float = 0.9,
+        subset_fraction: Sequence[float] = (0.1, 0.5),
+        steps: Sequence[int] = (300, 1000),
+        batch_size: Sequence[int] = (64, 64),
+        lr: Sequence[float] = (1e-4, 1e-1),
+        gamma: float = 0.9,
+        feature_every: int = 1,
+        eval_points: int = 10,
+        eval_size: int = 1000,
+        test_size: int | None = None,
+        relative: bool = False,
+        lr_bounds: Sequence[float] = DEFAULT_LR_BOUNDS,
+        theta_center: Sequence[float] = DEFAULT_THETA_CENTER,
+        theta_scale: Sequence[float] = DEFAULT_THETA_SCALE,
+        divergence_penalty: float = DEFAULT_DIVERGENCE_PENALTY,
+        data_root: str | None = None,
+        download: bool = True,
+        device: str = "cpu",
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise choice_error("render_mode", render_mode, [None, *self.metadata["render_modes"]])
+        self.family = TaskFamily(
+            dataset=dataset,
+            architecture=architecture,
+            widths=None if widths is None else tuple(tuple(w) for w in widths),  # type: ignore[misc]
+            subset_fraction=tuple(subset_fraction),  # type: ignore[arg-type]
+            steps=tuple(steps),  # type: ignore[arg-type]
+            batch_size=tuple(batch_size),  # type: ignore[arg-type]
+            lr=tuple(lr),  # type: ignore[arg-type]
+            optimizer=optimizer,
+            momentum=momentum,
+        )
+        self.features = FeatureConfig(gamma=gamma, every=feature_every)
+        if eval_points < 2 or eval_size < 1 or (test_size is not None and test_size < 1):
+            raise InvalidConfigError(
+                f"eval_points={eval_points!r} must be >= 2, eval_size={eval_size!r} >= 1 and "
+                f"test_size={test_size!r} None or >= 1"
+            )
+        if not math.isfinite(divergence_penalty):
+            raise InvalidConfigError(f"divergence_penalty={divergence_penalty!r} must be finite")
+        self.theta_center = _vector("theta_center", theta_center)
+        self.theta_scale = _vector("theta_scale", theta_scale)
+        if np.any(self.theta_scale <= 0):
+            raise InvalidConfigError(f"theta_scale={theta_scale!r} must be positive")
+        LogLinearController(self.theta_center, lr_bounds=lr_bounds)  # validates lr_bounds
+        self.eval_points, self.eval_size, self.test_size = eval_points, eval_size, test_size
+        self.relative, self.lr_bounds = bool(relative), tuple(float(b) for b in lr_bounds)
+        self.divergence_penalty = float(divergence_penalty)
+        self.data_root = None if data_root is None else os.path.expanduser(data_root)
+        self.download, self.device, self.render_mode = download, device, render_mode
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(5,), dtype=np.float32)
+        self.observation_space = spaces.Box(OBS_LOW, OBS_HIGH, dtype=np.float32)
+        self._data = load_dataset(dataset, data_root=self.data_root, download=download)
+        check_architecture(architecture, dataset, self._data.input_shape)
+        self._task: Task | None = None
+        self._start_obs = np.zeros(5, dtype=np.float32)
+        self.last_result: TrainingResult | None = None
+
+    def action_to_theta(self, action: np.ndarray) -> np.ndarray:
+        """Raw controller parameters (float64, ``(5,)``) of a normalised action."""
+        return self.theta_center + self.theta_scale * np.asarray(action, dtype=np.float64)
+
+    def theta_to_action(self, theta: Sequence[float] | np.ndarray) -> np.ndarray:
+        """The normalised action (float32, ``(5,)``, not clipped) of raw parameters."""
+        raw = np.asarray(theta, dtype=np.float64)
+        return ((raw - self.theta_center) / self.theta_scale).astype(np.float32)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Sample a new task from ``np_random`` and return its starting features.
+
+        ``options={"task": Task}`` runs a given task instead of sampling one.
+        """
+        super().reset(seed=seed)
+        task = (options or {}).get("task")
+        if task is None:
+            task = self.family.sample(self.np_random)
+        elif not isinstance(task, Task) or task.dataset != self.family.dataset:
+            raise InvalidConfigError(
+                f"options['task'] must be a lrgym Task for dataset {self.family.dataset!r}, "
+                f"got {task!r}"
+            )
+        self._task = task
+        run = TrainingRun(
+            task, self._data, features=self.features, eval_size=1, device=self.device
+        )
+        outcome = run.step(task.eta0)
+        run.probe.remove()
+        start = run.smoother.vector() if math.isfinite(outcome.loss) else np.zeros(5)
+        start[4] = 1.0
+        self._start_obs = self._observation(start)
+        return self._start_obs.copy(), {"task": task.to_dict()}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Train the current task with the controller ``action`` encodes; ends the episode."""
+        if self._task is None:
+            raise gym.error.ResetNeeded("call reset() before step(): every step ends the episode")
+        normalised = self._validate(action)
+        clipped = np.clip(normalised, -1.0, 1.0)
+        theta = self.action_to_theta(clipped)
+        controller = LogLinearController(theta, relative=self.relative, lr_bounds=self.lr_bounds)
+        result = train(
+            self._task,
+            controller,
+            self._data,
+            features=self.features,
+            eval_points=self.eval_points,
+            eval_size=self.eval_size,
+            test_size=self.test_size,
+            device=self.device,
+        )
+        self._task, self.last_result = None, result
+        reward = log_loss_decrease(
+            result.eval_losses, diverged=result.diverged, penalty=self.divergence_penalty
+        )
+        final = result.features[-1] if result.steps_completed else np.full(5, np.nan)
+        obs = self._observation(final) if np.all(np.isfinite(final)) else self._start_obs.copy()
+        info = _info(result, theta, bool(np.any(clipped != normalised)), reward)
+        return obs, reward, True, False, info
+
+    def render(self) -> np.ndarray | None:  # type: ignore[override]
+        """An RGB image ``(H, W, 3)`` uint8 of the last run's loss and learning-rate curves."""
+        if self.render_mode != "rgb_array":
+            return None
+        from lrgym.rendering import draw_curves
+
+        return draw_curves(self.last_result)
+
+    def _validate(self, action: Any) -> np.ndarray:
+        array = np.asarray(action)
+        if array.dtype.kind not in "fiu":
+            raise InvalidActionError(
+                f"action has dtype {array.dtype}; expected real numbers (float32), shape (5,)"
+            )
+        if array.shape != (5,):
+            raise InvalidActionError(
+                f"action has shape {array.shape}; expected (5,), one entry per feature "
+                f"{FEATURE_NAMES}"
+            )
+        if not np.all(np.isfinite(array)):
+            raise InvalidActionError(f"action {array.tolist()} has non-finite entries")
+        return array.astype(np.float64)
+
+    def _observation(self, phi_hat: np.ndarray) -> np.ndarray:
+        return np.clip(phi_hat, OBS_LOW, OBS_HIGH).astype(np.float32)
+
+
+def _vector(name: str, value: Sequence[float]) -> np.ndarray:
+    array = np.asarray(value, dtype=np.float64)
+    if array.shape != (5,) or not np.all(np.isfinite(array)):
+        raise InvalidConfigError(f"{name}={value!r} must be 5 finite numbers")
+    return array
+
+
+def _info(result: TrainingResult, theta: np.ndarray, clipped: bool, reward: float) -> dict[str, Any]:
+    return {
+        "task": result.task.to_dict(),
+        "theta": theta.tolist(),
+        "action_clipped": clipped,
+        "reward": reward,
+        "diverged": result.diverged,
+        "steps_completed": result.steps_completed,
+        "final_train_loss": result.final_train_loss,
+        "test_loss": result.test_loss,
+        "test_accuracy": result.test_accuracy,
+        "losses": result.losses,
+        "learning_rates": result.learning_rates,
+        "features": result.features,
+        "eval_steps": result.eval_steps,
+        "eval_losses": result.eval_losses,
+    }

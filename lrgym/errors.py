@@ -1,0 +1,48 @@
+"""The exceptions lrgym raises.
+
+Every error derives from :class:`LrgymError` and also from the builtin exception a caller would
+naturally catch, so ``except ValueError`` keeps working for bad arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+
+class LrgymError(Exception):
+    """Base class of every error raised by lrgym."""
+
+
+class InvalidConfigError(LrgymError, ValueError):
+    """A configuration value (an env argument, a task range, a controller setting) is invalid."""
+
+
+class InvalidActionError(LrgymError, ValueError):
+    """An action passed to ``env.step`` has the wrong shape, dtype or non-finite entries."""
+
+
+class DatasetNotFoundError(LrgymError, FileNotFoundError):
+    """A dataset's files are missing and could not be downloaded.
+
+    Attributes:
+        dataset: the dataset's name.
+        searched: every directory that was searched, in order.
+    """
+
+    def __init__(self, dataset: str, searched: Sequence[Path], reason: str) -> None:
+        self.dataset = dataset
+        self.searched = tuple(searched)
+        paths = "\n".join(f"  - {p}" for p in self.searched)
+        super().__init__(
+            f"{dataset} data not found. Searched:\n{paths}\n{reason}\n"
+            "Fix: put the files in torchvision's layout under one of these roots, pass "
+            "data_root=... (or set LRGYM_DATA_DIR) to the folder that holds them, or allow "
+            "download=True on a machine with network access."
+        )
+
+
+def choice_error(field: str, value: object, allowed: Iterable[object]) -> InvalidConfigError:
+    """Build the error for a value that is not one of a fixed set of choices."""
+    options = ", ".join(repr(a) for a in allowed)
+    return InvalidConfigError(f"{field}={value!r} is not supported; allowed values: {options}.")

@@ -1,0 +1,285 @@
+"""The paper's state features and their smoothing.
+
+For a mini-batch of ``B`` examples with per-example losses ``f_i`` and the parameter update
+``dw`` the optimiser actually applied:
+
+* ``phi1 = log(Var_i(grad f_i(w)^T dw) + EPS)``: spread of the first-order predicted change
+  of each example's loss ("predictive change in function value");
+* ``phi2 = log(Var_i(f_i(w)) + EPS)``: spread of the losses ("disagreement of function values").
+
+``Var`` is the unbiased sample variance over the batch, computed in float64; ``EPS = 1e-30``
+keeps a batch with zero variance finite (the feature floor is ``log(1e-30) ~ -69``).
+
+``grad f_i^T dw`` is computed without per-example gradients. For a conv or linear layer ``l``
+with input ``x_l`` and output gradient ``g_l = dL/dy_l`` of the mean loss ``L = (1/B) sum f_i``,
+the layer's share of example ``i``'s directional derivative is
+``B * <g_l[i], layer(x_l[i]; dW_l, db_l)>``: the layer applied to its own input with the update
+as its weights. The input and the output gradient come from the normal forward/backward pass;
+the cost is one extra forward of each layer. Parameters of other layer types are handled exactly
+by forward-mode automatic differentiation (``torch.func.jvp``) of the per-example loss vector.
+
+:class:`FeatureSmoother` keeps the running averages and uncertainties
+(``a <- gamma a + (1 - gamma) phi``; ``u <- gamma u + (1 - gamma) (phi - a)^2``) and builds the
+controller's input ``phi_hat = [a1, a2, u1, u2, 1]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lrgym.errors import InvalidConfigError
+
+EPS = 1e-30
+"""Added to every variance before the log."""
+
+FEATURE_NAMES = ("avg_phi1", "avg_phi2", "unc_phi1", "unc_phi2", "bias")
+"""The entries of ``phi_hat``, in order."""
+
+_COVERED = (nn.Conv2d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How features are computed in the training loop.
+
+    Attributes:
+        gamma: weight of the old value in the running averages, in ``[0, 1)`` (paper notes:
+            0.9 in the public reconstructions; our default).
+        every: compute ``phi1`` every ``every`` steps (1 = every step, exact). ``phi2`` is
+            always computed. Between updates the smoothed ``phi1`` entries are held; each update
+            uses ``gamma ** every`` so the average spans the same number of steps.
+    """
+
+    gamma: float = 0.9
+    every: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.gamma) < 1.0:
+            raise InvalidConfigError(f"gamma={self.gamma!r} must lie in [0, 1)")
+        if int(self.every) != self.every or self.every < 1:
+            raise InvalidConfigError(f"feature_every={self.every!r} must be an integer >= 1")
+
+
+def log_variance(values: torch.Tensor) -> float:
+    """``log(Var(values) + EPS)`` with the unbiased variance of a 1-D tensor, in float64."""
+    if values.numel() < 2:
+        raise InvalidConfigError("a feature needs a batch of at least 2 examples")
+    return math.log(float(values.detach().to(torch.float64).var()) + EPS)
+
+
+def per_example_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each example, shape ``(B,)``."""
+    return F.cross_entropy(logits, targets, reduction="none")
+
+
+class DirectionalProbe:
+    """Records what ``grad f_i^T dw`` needs from a model's normal forward/backward pass.
+
+    While :attr:`active`, forward hooks on the model's conv and linear layers keep each layer's
+    input and a hook on its output keeps the output gradient. After ``backward()`` and the
+    optimiser step, :meth:`directional_derivatives` contracts them with the update.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.active = False
+        self._records: dict[nn.Module, list[list[torch.Tensor | None]]] = {}
+        self._names = [name for name, _ in model.named_parameters()]
+        covered_ids: set[int] = set()
+        self._handles = []
+        for module in model.modules():
+            if isinstance(module, _COVERED):
+                covered_ids.update(id(p) for p in module.parameters(recurse=False))
+                self._handles.append(module.register_forward_hook(self._forward_hook))
+        params = dict(model.named_parameters())
+        self._uncovered = [n for n in self._names if id(params[n]) not in covered_ids]
+        self._layers = [
+            (m, [self._names.index(n) for n in _param_names(model, m)])
+            for m in model.modules()
+            if isinstance(m, _COVERED)
+        ]
+
+    def _forward_hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor):
+        if not self.active or not out.requires_grad:
+            return
+        record: list[torch.Tensor | None] = [inputs[0].detach(), None]
+        self._records.setdefault(module, []).append(record)
+
+        def keep(grad: torch.Tensor) -> None:
+            record[1] = grad
+
+        out.register_hook(keep)
+
+    def clear(self) -> None:
+        """Drop what was recorded (call after each step)."""
+        self._records.clear()
+
+    def remove(self) -> None:
+        """Remove the hooks from the model."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def directional_derivatives(
+        self,
+        update: Sequence[torch.Tensor],
+        *,
+        batch_size: int,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        params_before: Sequence[torch.Tensor],
+    ) -> torch.Tensor:
+        """``grad f_i(w)^T dw`` for every example of the recorded batch, shape ``(B,)``.
+
+        Args:
+            update: ``dw`` for every parameter, in ``model.named_parameters()`` order.
+            batch_size: ``B``; the recorded gradients are of the mean loss over the batch.
+            inputs: the batch (used only when some parameters are not in conv/linear layers).
+            targets: the labels (likewise).
+            params_before: the parameters ``w`` at which the batch was evaluated (likewise).
+        """
+        total = torch.zeros(batch_size, dtype=torch.float32, device=inputs.device)
+        with torch.no_grad():
+            for module, index in self._layers:
+                for x, grad in self._records.get(module, ()):
+                    if grad is None:  # the layer's output did not reach the loss
+                        continue
+                    weight = update[index[0]]
+                    bias = update[index[1]] if len(index) > 1 else None
+                    z = _apply_layer(module, x, weight, bias)
+                    total += (z * grad).flatten(1).sum(1).to(torch.float32)
+        total *= batch_size
+        if self._uncovered:
+            total += self._jvp_uncovered(update, inputs, targets, params_before)
+        return total
+
+    def _jvp_uncovered(
+        self,
+        update: Sequence[torch.Tensor],
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        params_before: Sequence[torch.Tensor],
+    ) -> torch.Tensor:
+        values = dict(zip(self._names, params_before, strict=True))
+        names = self._uncovered
+        tangents = tuple(update[self._names.index(n)] for n in names)
+
+        def losses(*free: torch.Tensor) -> torch.Tensor:
+            state = {**values, **dict(zip(names, free, strict=True))}
+            logits = torch.func.functional_call(self.model, state, (inputs,))
+            return per_example_losses(logits, targets)
+
+        active, self.active = self.active, False
+        try:
+            _, derivative = torch.func.jvp(losses, tuple(values[n] for n in names), tangents)
+        finally:
+            self.active = active
+        return derivative.detach().to(torch.float32)
+
+
+def _param_names(model: nn.Module, module: nn.Module) -> list[str]:
+    ids = {id(p): n for n, p in model.named_parameters()}
+    return [ids[id(p)] for p in (module.weight, module.bias) if p is not None]
+
+
+def _apply_layer(
+    module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    if isinstance(module, nn.Conv2d):
+        return module._conv_forward(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+def base_features(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    update: Mapping[str, torch.Tensor],
+) -> tuple[float, float]:
+    """``(phi1, phi2)`` of one batch and one update, computed from scratch.
+
+    Leaves the model's parameters and ``.grad`` untouched.
+
+    Args:
+        model: a classifier mapping ``inputs`` to logits ``(B, classes)``.
+        inputs: a batch, ``(B, ...)``.
+        targets: class labels, ``(B,)`` int64.
+        update: parameter name (as in ``model.named_parameters()``) to ``dw``, shaped like the
+            parameter; a parameter left out has ``dw = 0``.
+
+    Raises:
+        InvalidConfigError: ``update`` names a parameter the model does not have, or a shape
+            differs.
+    """
+    params = dict(model.named_parameters())
+    unknown = sorted(set(update) - set(params))
+    if unknown:
+        raise InvalidConfigError(
+            f"update names unknown parameters {unknown}; the model has {sorted(params)}"
+        )
+    dws = []
+    for name, param in params.items():
+        dw = update.get(name)
+        if dw is None:
+            dw = torch.zeros_like(param)
+        elif tuple(dw.shape) != tuple(param.shape):
+            raise InvalidConfigError(
+                f"update[{name!r}] has shape {tuple(dw.shape)}, the parameter {tuple(param.shape)}"
+            )
+        dws.append(dw.detach().to(param.dtype))
+    probe = DirectionalProbe(model)
+    probe.active = True
+    try:
+        with torch.enable_grad():
+            losses = per_example_losses(model(inputs), targets)
+            trainable = [p for p in params.values() if p.requires_grad]
+            torch.autograd.grad(losses.mean(), trainable, allow_unused=True)
+        derivative = probe.directional_derivatives(
+            dws,
+            batch_size=inputs.shape[0],
+            inputs=inputs,
+            targets=targets,
+            params_before=[p.detach() for p in params.values()],
+        )
+    finally:
+        probe.remove()
+    return log_variance(derivative), log_variance(losses)
+
+
+class FeatureSmoother:
+    """Running averages and uncertainties of ``phi1`` and ``phi2``.
+
+    The first value of a feature initialises its average (uncertainty 0), so the average does
+    not start biased towards 0.
+    """
+
+    def __init__(self, gamma: float) -> None:
+        self.gamma = float(gamma)
+        self.average = [math.nan, math.nan]
+        self.uncertainty = [0.0, 0.0]
+
+    def update(self, index: int, value: float, gamma: float | None = None) -> None:
+        """Fold a new raw value of feature ``index`` (0: phi1, 1: phi2) into its statistics."""
+        g = self.gamma if gamma is None else gamma
+        if math.isnan(self.average[index]):
+            self.average[index] = value
+            return
+        self.average[index] = g * self.average[index] + (1.0 - g) * value
+        deviation = value - self.average[index]
+        self.uncertainty[index] = g * self.uncertainty[index] + (1.0 - g) * deviation**2
+
+    @property
+    def ready(self) -> bool:
+        """Whether both features have been observed."""
+        return not (math.isnan(self.average[0]) or math.isnan(self.average[1]))
+
+    def vector(self) -> np.ndarray:
+        """``phi_hat = [a1, a2, u1, u2, 1]`` as float64, shape ``(5,)``."""
+        return np.array([*self.average, *self.uncertainty, 1.0], dtype=np.float64)

@@ -1,0 +1,64 @@
+"""Every ``gymnasium.register`` call of lrgym, with string entry points (cheap to import).
+
+Keyword arguments are JSON-serialisable (lists, not tuples), so ``EnvSpec.to_json`` round-trips.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+ENTRY_POINT = "lrgym.envs.step_size_control:StepSizeControlEnv"
+
+_MNIST: dict[str, Any] = {
+    "dataset": "mnist",
+    "architecture": "cnn",
+    "optimizer": "sgd",
+    "momentum": 0.9,
+    "subset_fraction": [0.1, 0.5],
+    "steps": [300, 1000],
+    "batch_size": [64, 64],
+    "lr": [1e-4, 1e-1],
+}
+_RMSPROP_LR = [1e-5, 1e-2]
+
+ENV_KWARGS: dict[str, dict[str, Any]] = {
+    "StepSizeControl-MNIST-v0": dict(_MNIST),
+    "StepSizeControl-MNIST-RMSprop-v0": {**_MNIST, "optimizer": "rmsprop", "lr": _RMSPROP_LR},
+    "StepSizeControl-FashionMNIST-v0": {**_MNIST, "dataset": "fashion_mnist"},
+    "StepSizeControl-CIFAR10-v0": {**_MNIST, "dataset": "cifar10"},
+    "StepSizeControl-CIFAR10-RMSprop-v0": {
+        **_MNIST,
+        "dataset": "cifar10",
+        "optimizer": "rmsprop",
+        "lr": _RMSPROP_LR,
+    },
+    "StepSizeControl-Digits-v0": {
+        **_MNIST,
+        "dataset": "digits",
+        "subset_fraction": [0.5, 1.0],
+        "steps": [100, 300],
+        "batch_size": [32, 32],
+        "eval_size": 500,
+    },
+    "StepSizeControl-Toy-v0": {
+        **_MNIST,
+        "dataset": "toy",
+        "architecture": "mlp",
+        "widths": [[8, 32]],
+        "subset_fraction": [0.5, 1.0],
+        "steps": [40, 80],
+        "batch_size": [32, 32],
+        "lr": [1e-3, 1.0],
+        "eval_size": 256,
+    },
+}
+"""The registered ids and their keyword arguments (the env's defaults fill the rest)."""
+
+
+def register_envs() -> None:
+    """Register every lrgym env id (idempotent)."""
+    for env_id, kwargs in ENV_KWARGS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs=kwargs)

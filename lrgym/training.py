@@ -1,0 +1,279 @@
+"""The training loop: plain PyTorch, no Gymnasium.
+
+:func:`train` runs one task under one controller and returns a :class:`TrainingResult`.
+:class:`TrainingRun` is the same loop one step at a time, for callers that drive it themselves
+(the environments measure the starting features with it).
+
+Per step ``t = 1..T``: the controller picks ``eta_t`` from ``phi_hat_{t-1}`` (``None`` at
+``t = 1``, where controllers use eta_0), every parameter group gets ``lr = eta_t``, one mini-batch
+is drawn, forward, backward, the optimiser steps, and the features of that step's update are
+folded into ``phi_hat_t``. The training loss ``E`` is measured on a fixed evaluation sample of
+the task's training subset at ``eval_points`` evenly spaced steps, the first before training.
+A non-finite loss ends the run with ``diverged=True``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lrgym.controllers import Controller, ControlState
+from lrgym.data import ArrayDataset
+from lrgym.errors import InvalidConfigError
+from lrgym.features import (
+    DirectionalProbe,
+    FeatureConfig,
+    FeatureSmoother,
+    log_variance,
+    per_example_losses,
+)
+from lrgym.tasks import Task, build_model, make_optimizer
+
+_CHUNK = 1000  # examples per forward pass when evaluating
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """One step's loss and raw features (``phi1`` is NaN on steps that skip it)."""
+
+    loss: float
+    phi1: float
+    phi2: float
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingResult:
+    """Everything a training run measured.
+
+    Attributes:
+        task: the task that was run.
+        losses: mini-batch loss of each completed step, ``(n,)`` float64.
+        learning_rates: learning rate of each completed step, ``(n,)``.
+        features: ``phi_hat`` after each completed step, ``(n, 5)``.
+        raw_features: ``(phi1, phi2)`` of each completed step, ``(n, 2)``; NaN where skipped.
+        eval_steps: the steps after which ``E`` was measured (0 = before training), ``(S,)``.
+        eval_losses: ``E`` at those steps, ``(S,)``; ``inf`` after a divergence.
+        test_loss: mean test loss at the end (NaN if diverged).
+        test_accuracy: test accuracy at the end, in ``[0, 1]`` (NaN if diverged).
+        diverged: whether a non-finite loss ended the run.
+        wall_time: seconds the run took.
+    """
+
+    task: Task
+    losses: np.ndarray
+    learning_rates: np.ndarray
+    features: np.ndarray
+    raw_features: np.ndarray
+    eval_steps: np.ndarray
+    eval_losses: np.ndarray
+    test_loss: float
+    test_accuracy: float
+    diverged: bool
+    wall_time: float
+
+    @property
+    def steps_completed(self) -> int:
+        """Number of optimiser steps taken."""
+        return int(self.losses.shape[0])
+
+    @property
+    def final_train_loss(self) -> float:
+        """``E`` at the last evaluation point."""
+        return float(self.eval_losses[-1])
+
+    @property
+    def final_features(self) -> np.ndarray:
+        """``phi_hat`` at the end of the run, ``(5,)``."""
+        return self.features[-1]
+
+
+class TrainingRun:
+    """A task's model, optimiser, data and feature state, advanced one step at a time.
+
+    Args:
+        task: the task.
+        data: its dataset (``data.name`` must equal ``task.dataset``).
+        features: how features are computed.
+        eval_size: examples in the fixed evaluation sample of the training subset.
+        device: torch device.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        data: ArrayDataset,
+        *,
+        features: FeatureConfig | None = None,
+        eval_size: int = 1000,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if data.name != task.dataset:
+            raise InvalidConfigError(f"task is for {task.dataset!r} but data is {data.name!r}")
+        if eval_size < 1:
+            raise InvalidConfigError(f"eval_size={eval_size!r} must be >= 1")
+        self.task, self.data, self.device = task, data, torch.device(device)
+        self.config = features or FeatureConfig()
+        self._generator = torch.Generator().manual_seed(task.seed)
+        self.model = build_model(
+            task, data.input_shape, data.num_classes, self._generator, self.device
+        )
+        n = data.train_x.shape[0]
+        size = min(n, max(task.batch_size, 2, round(task.subset_fraction * n)))
+        subset = torch.randperm(n, generator=self._generator)[:size]
+        self._x, self._y = data.train_x[subset], data.train_y[subset]
+        self._eval = torch.arange(min(eval_size, size))
+        self._order = torch.empty(0, dtype=torch.int64)
+        self._params = [p for _, p in self.model.named_parameters()]
+        self.optimizer = make_optimizer(task, self._params)
+        self.probe = DirectionalProbe(self.model)
+        self.smoother = FeatureSmoother(self.config.gamma)
+        self.steps_done = 0
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        b = self.task.batch_size
+        if self._order.numel() < b:  # start a new pass over the subset
+            fresh = torch.randperm(self._x.shape[0], generator=self._generator)
+            self._order = torch.cat([self._order, fresh])
+        idx, self._order = self._order[:b], self._order[b:]
+        return self._inputs(self._x[idx]), self._y[idx].to(self.device)
+
+    def _inputs(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.data.normalise(raw).to(self.device)
+
+    def step(self, lr: float) -> StepOutcome:
+        """Take one optimiser step at learning rate ``lr`` and update the features."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        inputs, targets = self._batch()
+        with_phi1 = self.steps_done % self.config.every == 0
+        self.probe.active = with_phi1
+        losses = per_example_losses(self.model(inputs), targets)
+        loss = losses.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.probe.active = False
+        before = [p.detach().clone() for p in self._params] if with_phi1 else []
+        self.optimizer.step()
+        self.steps_done += 1
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            self.probe.clear()
+            return StepOutcome(loss_value, math.nan, math.nan)
+        phi1 = math.nan
+        if with_phi1:
+            update = torch._foreach_sub([p.detach() for p in self._params], before)
+            derivative = self.probe.directional_derivatives(
+                update,
+                batch_size=inputs.shape[0],
+                inputs=inputs,
+                targets=targets,
+                params_before=before,
+            )
+            phi1 = log_variance(derivative)
+            self.smoother.update(0, phi1, self.config.gamma**self.config.every)
+        self.probe.clear()
+        phi2 = log_variance(losses)
+        self.smoother.update(1, phi2)
+        return StepOutcome(loss_value, phi1, phi2)
+
+    @torch.no_grad()
+    def _mean_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        total, correct = 0.0, 0
+        for start in range(0, x.shape[0], _CHUNK):
+            logits = self.model(self._inputs(x[start : start + _CHUNK]))
+            target = y[start : start + _CHUNK].to(self.device)
+            total += float(per_example_losses(logits, target).sum())
+            correct += int((logits.argmax(1) == target).sum())
+        return total / x.shape[0], correct / x.shape[0]
+
+    def evaluate_train(self) -> float:
+        """Mean loss on the fixed evaluation sample of the training subset."""
+        return self._mean_loss(self._x[self._eval], self._y[self._eval])[0]
+
+    def evaluate_test(self, limit: int | None = None) -> tuple[float, float]:
+        """Mean loss and accuracy on the first ``limit`` test examples (all if ``None``)."""
+        n = self.data.test_x.shape[0] if limit is None else min(limit, self.data.test_x.shape[0])
+        return self._mean_loss(self.data.test_x[:n], self.data.test_y[:n])
+
+
+def evaluation_steps(steps: int, points: int) -> np.ndarray:
+    """``points`` steps evenly spaced over ``[0, steps]``, rounded: where ``E`` is measured."""
+    if points < 2:
+        raise InvalidConfigError(f"eval_points={points!r} must be >= 2")
+    return np.round(np.linspace(0, steps, points)).astype(np.int64)
+
+
+def train(
+    task: Task,
+    controller: Controller,
+    data: ArrayDataset,
+    *,
+    features: FeatureConfig | None = None,
+    eval_points: int = 10,
+    eval_size: int = 1000,
+    test_size: int | None = None,
+    device: str | torch.device = "cpu",
+) -> TrainingResult:
+    """Run ``task`` to the end (or to divergence) with ``controller`` setting the learning rate.
+
+    Args:
+        task: the task.
+        controller: sets eta every step.
+        data: the task's dataset (:func:`lrgym.data.load_dataset`).
+        features: how features are computed.
+        eval_points: S, the number of evaluation points of ``E`` (>= 2).
+        eval_size: examples in the fixed evaluation sample.
+        test_size: test examples used for the final test metrics (all if ``None``).
+        device: torch device.
+
+    Raises:
+        InvalidConfigError: the controller returned a learning rate that is not a positive
+            finite number.
+    """
+    start = time.perf_counter()
+    run = TrainingRun(task, data, features=features, eval_size=eval_size, device=device)
+    eval_steps = evaluation_steps(task.steps, eval_points)
+    eval_set = set(eval_steps.tolist())
+    measured = {0: run.evaluate_train()}
+    losses, rates, phi_hat, raw = [], [], [], []
+    controller.reset(task.eta0)
+    lr, diverged = task.eta0, not math.isfinite(measured[0])
+    for t in range(1, task.steps + 1):
+        if diverged:
+            break
+        state = ControlState(t, phi_hat[-1] if phi_hat else None, lr, task.eta0, task.steps)
+        lr = float(controller.learning_rate(state))
+        if not (0.0 < lr < math.inf):
+            raise InvalidConfigError(
+                f"{type(controller).__name__} returned lr={lr!r} at step {t}; "
+                "a learning rate must be a positive finite number"
+            )
+        outcome = run.step(lr)
+        losses.append(outcome.loss)
+        rates.append(lr)
+        raw.append((outcome.phi1, outcome.phi2))
+        phi_hat.append(run.smoother.vector())
+        diverged = not math.isfinite(outcome.loss)
+        if not diverged and t in eval_set:
+            measured[t] = run.evaluate_train()
+            diverged = not math.isfinite(measured[t])
+    eval_losses = np.array([measured.get(int(s), math.inf) for s in eval_steps])
+    test_loss, test_accuracy = (math.nan, math.nan) if diverged else run.evaluate_test(test_size)
+    run.probe.remove()
+    return TrainingResult(
+        task=task,
+        losses=np.asarray(losses, dtype=np.float64),
+        learning_rates=np.asarray(rates, dtype=np.float64),
+        features=np.asarray(phi_hat, dtype=np.float64).reshape(-1, 5),
+        raw_features=np.asarray(raw, dtype=np.float64).reshape(-1, 2),
+        eval_steps=eval_steps,
+        eval_losses=eval_losses,
+        test_loss=test_loss,
+        test_accuracy=test_accuracy,
+        diverged=diverged,
+        wall_time=time.perf_counter() - start,
+    )
