@@ -96,13 +96,12 @@ class LogLinearController(Controller):
 
     def learning_rate(self, state: ControlState) -> float:
         if state.features is None:
-            log_lr = math.log(state.eta0)
-        else:
-            log_lr = float(self.theta @ state.features)
-            if self.relative:
-                log_lr += math.log(state.previous_lr)
-            if math.isnan(log_lr):
-                log_lr = self._log_low
+            return min(max(state.eta0, math.exp(self._log_low)), math.exp(self._log_high))
+        log_lr = float(self.theta @ state.features)
+        if self.relative:
+            log_lr += math.log(state.previous_lr)
+        if math.isnan(log_lr):
+            log_lr = self._log_low
         return math.exp(min(max(log_lr, self._log_low), self._log_high))
 
 

@@ -170,7 +170,7 @@ def _download(name: str, root: Path) -> None:
     classes[name](str(root), train=False, download=True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_from_root(name: str, root: str) -> ArrayDataset:
     if name == "cifar10":
         return _load_cifar10(Path(root))
@@ -230,7 +230,7 @@ def _load_cifar10(root: Path) -> ArrayDataset:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_digits() -> ArrayDataset:
     from sklearn.datasets import load_digits
 
@@ -253,7 +253,7 @@ def _load_digits() -> ArrayDataset:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_toy() -> ArrayDataset:
     """A fixed 4-class mixture of Gaussians in 16 dimensions (512 train, 256 test examples)."""
     rng = np.random.default_rng(12345)

@@ -79,6 +79,14 @@ def per_example_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return F.cross_entropy(logits, targets, reduction="none")
 
 
+@dataclass
+class _Record:
+    """One call of a layer: its input, and the gradient of its output once backward ran."""
+
+    inputs: torch.Tensor
+    grad: torch.Tensor | None = None
+
+
 class DirectionalProbe:
     """Records what ``grad f_i^T dw`` needs from a model's normal forward/backward pass.
 
@@ -90,7 +98,7 @@ class DirectionalProbe:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.active = False
-        self._records: dict[nn.Module, list[list[torch.Tensor | None]]] = {}
+        self._records: dict[nn.Module, list[_Record]] = {}
         self._names = [name for name, _ in model.named_parameters()]
         covered_ids: set[int] = set()
         self._handles = []
@@ -109,11 +117,11 @@ class DirectionalProbe:
     def _forward_hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor):
         if not self.active or not out.requires_grad:
             return
-        record: list[torch.Tensor | None] = [inputs[0].detach(), None]
+        record = _Record(inputs[0].detach())
         self._records.setdefault(module, []).append(record)
 
         def keep(grad: torch.Tensor) -> None:
-            record[1] = grad
+            record.grad = grad
 
         out.register_hook(keep)
 
@@ -148,13 +156,13 @@ class DirectionalProbe:
         total = torch.zeros(batch_size, dtype=torch.float32, device=inputs.device)
         with torch.no_grad():
             for module, index in self._layers:
-                for x, grad in self._records.get(module, ()):
-                    if grad is None:  # the layer's output did not reach the loss
+                for record in self._records.get(module, ()):
+                    if record.grad is None:  # the layer's output did not reach the loss
                         continue
                     weight = update[index[0]]
                     bias = update[index[1]] if len(index) > 1 else None
-                    z = _apply_layer(module, x, weight, bias)
-                    total += (z * grad).flatten(1).sum(1).to(torch.float32)
+                    z = _apply_layer(module, record.inputs, weight, bias)
+                    total += (z * record.grad).flatten(1).sum(1).to(torch.float32)
         total *= batch_size
         if self._uncovered:
             total += self._jvp_uncovered(update, inputs, targets, params_before)
@@ -178,10 +186,10 @@ class DirectionalProbe:
 
         active, self.active = self.active, False
         try:
-            _, derivative = torch.func.jvp(losses, tuple(values[n] for n in names), tangents)
+            result = torch.func.jvp(losses, tuple(values[n] for n in names), tangents)
         finally:
             self.active = active
-        return derivative.detach().to(torch.float32)
+        return result[1].detach().to(torch.float32)
 
 
 def _param_names(model: nn.Module, module: nn.Module) -> list[str]:

@@ -7,7 +7,9 @@ import numpy as np
 from lrgym.training import TrainingResult
 
 
-def draw_curves(result: TrainingResult | None, *, width: int = 640, height: int = 360) -> np.ndarray:
+def draw_curves(
+    result: TrainingResult | None, *, width: int = 640, height: int = 360
+) -> np.ndarray:
     """The run's mini-batch and evaluation losses and its learning rates, side by side.
 
     Returns:

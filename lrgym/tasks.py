@@ -168,7 +168,7 @@ class TaskFamily:
 
 
 def _int_range(name: str, value: Iterable[int]) -> tuple[int, int]:
-    low, high = _pair(name, list(value))  # type: ignore[arg-type]
+    low, high = _pair(name, list(value))
     if low != int(low) or high != int(high) or low < 1:
         raise InvalidConfigError(f"{name}={value!r} must be a [low, high] pair of integers >= 1")
     return int(low), int(high)

@@ -239,7 +239,10 @@ def train(
     eval_steps = evaluation_steps(task.steps, eval_points)
     eval_set = set(eval_steps.tolist())
     measured = {0: run.evaluate_train()}
-    losses, rates, phi_hat, raw = [], [], [], []
+    losses: list[float] = []
+    rates: list[float] = []
+    phi_hat: list[np.ndarray] = []
+    raw: list[tuple[float, float]] = []
     controller.reset(task.eta0)
     lr, diverged = task.eta0, not math.isfinite(measured[0])
     for t in range(1, task.steps + 1):

@@ -21,7 +21,9 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(header + dims + array.tobytes())
 
 
-def write_fake_mnist(root: Path, folder: str = "MNIST", n_train: int = 600, n_test: int = 200) -> Path:
+def write_fake_mnist(
+    root: Path, folder: str = "MNIST", n_train: int = 600, n_test: int = 200
+) -> Path:
     """Random 28x28 images whose label is readable from the image (so nets can learn)."""
     rng = np.random.default_rng(0)
     raw = root / folder / "raw"
@@ -47,7 +49,11 @@ def write_fake_cifar10(root: Path, per_batch: int = 100) -> Path:
         data = rng.integers(0, 80, size=(per_batch, 3, 32, 32)).astype(np.uint8)
         for i, label in enumerate(labels):
             data[i, label % 3, 3 * label : 3 * label + 4, :] = 255
-        entry = {"data": data.reshape(per_batch, -1), "labels": labels.tolist(), "batch_label": name}
+        entry = {
+            "data": data.reshape(per_batch, -1),
+            "labels": labels.tolist(),
+            "batch_label": name,
+        }
         with (folder / name).open("wb") as fh:
             pickle.dump(entry, fh)
     with (folder / "batches.meta").open("wb") as fh:

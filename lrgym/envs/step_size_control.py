@@ -125,7 +125,7 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
     * v0: initial release.
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 1}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 1}  # noqa: RUF012 - as in gym.Env
 
     def __init__(
         self,
@@ -219,9 +219,7 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
                 f"got {task!r}"
             )
         self._task = task
-        run = TrainingRun(
-            task, self._data, features=self.features, eval_size=1, device=self.device
-        )
+        run = TrainingRun(task, self._data, features=self.features, eval_size=1, device=self.device)
         outcome = run.step(task.eta0)
         run.probe.remove()
         start = run.smoother.vector() if math.isfinite(outcome.loss) else np.zeros(5)
@@ -229,7 +227,9 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
         self._start_obs = self._observation(start)
         return self._start_obs.copy(), {"task": task.to_dict()}
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+    def step(
+        self, action: np.ndarray
+    ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         """Train the current task with the controller ``action`` encodes; ends the episode."""
         if self._task is None:
             raise gym.error.ResetNeeded("call reset() before step(): every step ends the episode")
@@ -249,14 +249,14 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
         )
         self._task, self.last_result = None, result
         reward = log_loss_decrease(
-            result.eval_losses, diverged=result.diverged, penalty=self.divergence_penalty
+            result.eval_losses.tolist(), diverged=result.diverged, penalty=self.divergence_penalty
         )
         final = result.features[-1] if result.steps_completed else np.full(5, np.nan)
         obs = self._observation(final) if np.all(np.isfinite(final)) else self._start_obs.copy()
         info = _info(result, theta, bool(np.any(clipped != normalised)), reward)
         return obs, reward, True, False, info
 
-    def render(self) -> np.ndarray | None:  # type: ignore[override]
+    def render(self) -> np.ndarray | None:
         """An RGB image ``(H, W, 3)`` uint8 of the last run's loss and learning-rate curves."""
         if self.render_mode != "rgb_array":
             return None
@@ -290,7 +290,9 @@ def _vector(name: str, value: Sequence[float]) -> np.ndarray:
     return array
 
 
-def _info(result: TrainingResult, theta: np.ndarray, clipped: bool, reward: float) -> dict[str, Any]:
+def _info(
+    result: TrainingResult, theta: np.ndarray, clipped: bool, reward: float
+) -> dict[str, Any]:
     return {
         "task": result.task.to_dict(),
         "theta": theta.tolist(),

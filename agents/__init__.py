@@ -1,0 +1,1 @@
+"""Agents that solve lrgym's environments (REPS and baselines)."""

@@ -1,0 +1,69 @@
+"""Learning-rate controllers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lrgym.controllers import (
+    ConstantController,
+    ControlState,
+    LogLinearController,
+    ScheduleController,
+)
+from lrgym.errors import InvalidConfigError
+
+PHI = np.array([-10.0, -2.0, 0.5, 0.25, 1.0])
+
+
+def state(step: int = 5, features: np.ndarray | None = PHI, previous: float = 0.02) -> ControlState:
+    return ControlState(step, features, previous, eta0=0.01, total_steps=100)
+
+
+def test_log_linear_is_exp_of_theta_dot_features() -> None:
+    theta = np.array([0.1, -0.3, 0.2, 0.4, -2.0])
+    controller = LogLinearController(theta)
+    expected = math.exp(-1.0 + 0.6 + 0.1 + 0.1 - 2.0)
+    assert controller.learning_rate(state()) == pytest.approx(expected, rel=1e-12)
+
+
+def test_log_linear_uses_eta0_before_features_exist() -> None:
+    controller = LogLinearController(np.ones(5))
+    assert controller.learning_rate(state(step=1, features=None)) == 0.01
+
+
+def test_relative_form_multiplies_the_previous_rate() -> None:
+    theta = np.array([0.0, 0.0, 0.0, 0.0, math.log(0.5)])
+    controller = LogLinearController(theta, relative=True)
+    assert controller.learning_rate(state(previous=0.02)) == pytest.approx(0.01)
+
+
+def test_log_linear_clips_in_log_space_without_overflow() -> None:
+    controller = LogLinearController([0, 0, 0, 0, 1e6], lr_bounds=(1e-6, 2.0))
+    assert controller.learning_rate(state()) == 2.0
+    controller = LogLinearController([0, 0, 0, 0, -1e6], lr_bounds=(1e-6, 2.0))
+    assert controller.learning_rate(state()) == pytest.approx(1e-6)
+
+
+@pytest.mark.parametrize("theta", [np.ones(4), [0, 0, 0, 0, math.nan]])
+def test_log_linear_rejects_bad_theta(theta: object) -> None:
+    with pytest.raises(InvalidConfigError, match="5 finite numbers"):
+        LogLinearController(theta)  # type: ignore[arg-type]
+
+
+def test_constant_and_schedules() -> None:
+    assert ConstantController().learning_rate(state()) == 0.01
+    assert ConstantController(0.3).learning_rate(state()) == 0.3
+    exp = ScheduleController("exponential", decay=0.9)
+    assert exp.learning_rate(state(step=3)) == pytest.approx(0.01 * 0.81)
+    step = ScheduleController("step", decay=0.1, every=10)
+    assert [step.learning_rate(state(step=s)) for s in (1, 10, 11, 21)] == pytest.approx(
+        [0.01, 0.01, 0.001, 0.0001]
+    )
+    cosine = ScheduleController("cosine", decay=0.1)
+    assert cosine.learning_rate(state(step=1)) == pytest.approx(0.01)
+    assert cosine.learning_rate(state(step=51)) == pytest.approx(0.01 * 0.55)
+    with pytest.raises(InvalidConfigError, match="'exponential', 'step', 'cosine'"):
+        ScheduleController("linear")

@@ -1,0 +1,261 @@
+"""The environment contract, over every registered id, with small budgets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.envs.registration import EnvSpec
+from gymnasium.utils.env_checker import check_env as gym_check_env
+
+import lrgym
+from lrgym.errors import InvalidActionError, InvalidConfigError
+from lrgym.registration import ENV_KWARGS
+
+ENV_IDS = sorted(ENV_KWARGS)
+SMALL = {
+    "steps": [8, 12],
+    "eval_points": 4,
+    "eval_size": 64,
+    "test_size": 64,
+    "subset_fraction": [0.05, 0.1],
+}
+
+
+def make(env_id: str, fake_root: Path, mnist_root: Path, **extra: Any) -> gym.Env:
+    dataset = ENV_KWARGS[env_id]["dataset"]
+    kwargs = {**SMALL, **extra}
+    if dataset == "mnist":
+        kwargs["data_root"] = str(mnist_root)
+    elif dataset in ("fashion_mnist", "cifar10"):
+        kwargs["data_root"] = str(fake_root)
+    if dataset in ("toy", "digits"):
+        kwargs["subset_fraction"] = [0.5, 1.0]
+    return gym.make(env_id, **kwargs)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_gymnasium_and_sb3_checkers_pass(env_id: str, fake_root: Path, mnist_root: Path) -> None:
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = make(env_id, fake_root, mnist_root, render_mode="rgb_array")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a checker warning is a failure here
+        gym_check_env(env.unwrapped)
+        sb3_check_env(env.unwrapped, warn=True)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_same_seed_same_action_is_bit_identical(
+    env_id: str, fake_root: Path, mnist_root: Path
+) -> None:
+    action = np.array([0.1, -0.2, 0.05, 0.0, 0.3], dtype=np.float32)
+    outcomes = []
+    for _ in range(2):
+        env = make(env_id, fake_root, mnist_root)
+        obs0, _ = env.reset(seed=123)
+        obs, reward, terminated, truncated, info = env.step(action)
+        outcomes.append((obs0, obs, reward, info))
+        assert terminated and not truncated
+    (a0, a, ra, ia), (b0, b, rb, ib) = outcomes
+    assert np.array_equal(a0, b0) and np.array_equal(a, b) and ra == rb
+    for key in ("losses", "learning_rates", "features", "eval_losses"):
+        assert np.array_equal(ia[key], ib[key], equal_nan=True), key
+    assert ia["task"] == ib["task"]
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_spec_round_trips_through_json(env_id: str) -> None:
+    spec = gym.spec(env_id)
+    again = EnvSpec.from_json(spec.to_json())
+    assert again == spec
+    json.dumps(spec.kwargs)  # primitives only
+
+
+def test_observations_lie_in_the_space_and_reset_matches_the_first_step(
+    fake_root: Path, mnist_root: Path
+) -> None:
+    env = make("StepSizeControl-Digits-v0", fake_root, mnist_root)
+    obs0, info0 = env.reset(seed=5)
+    assert obs0.dtype == np.float32 and env.observation_space.contains(obs0)
+    obs, reward, *_, info = env.step(env.action_space.sample())
+    assert env.observation_space.contains(obs)
+    assert np.isfinite(reward)
+    # the starting observation is phi_hat after the first step, which eta_0 drives
+    np.testing.assert_array_equal(obs0, info["features"][0].astype(np.float32))
+    assert info["learning_rates"][0] == info0["task"]["eta0"]
+
+
+def test_reward_is_the_papers_formula(fake_root: Path, mnist_root: Path) -> None:
+    env = make("StepSizeControl-Toy-v0", fake_root, mnist_root, eval_points=6)
+    env.reset(seed=3)
+    _, reward, *_, info = env.step(np.zeros(5, dtype=np.float32))
+    losses = info["eval_losses"]
+    assert len(losses) == 6 and not info["diverged"]
+    expected = -np.mean(np.diff(np.log(losses)))
+    assert reward == pytest.approx(expected, rel=1e-12)
+    assert info["eval_steps"][0] == 0 and info["eval_steps"][-1] == info["task"]["steps"]
+
+
+def test_seeds_sample_different_tasks_and_unseeded_resets_continue(
+    fake_root: Path, mnist_root: Path
+) -> None:
+    env = make("StepSizeControl-Toy-v0", fake_root, mnist_root)
+    _, first = env.reset(seed=0)
+    _, second = env.reset()
+    _, other = env.reset(seed=1)
+    _, again = env.reset(seed=0)
+    assert first["task"] != second["task"] and first["task"] != other["task"]
+    assert again["task"] == first["task"]
+
+
+def test_global_random_state_is_never_touched(fake_root: Path, mnist_root: Path) -> None:
+    env = make("StepSizeControl-Digits-v0", fake_root, mnist_root)
+    torch_state, numpy_state = torch.random.get_rng_state(), np.random.get_state()
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    assert torch.equal(torch_state, torch.random.get_rng_state())
+    after = np.random.get_state()
+    assert numpy_state[0] == after[0] and np.array_equal(numpy_state[1], after[1])
+
+
+@pytest.mark.parametrize(
+    ("action", "words"),
+    [
+        (np.zeros(4, dtype=np.float32), "shape (4,)"),
+        (np.zeros((1, 5), dtype=np.float32), "shape (1, 5)"),
+        (np.array(["a"] * 5), "dtype"),
+        (np.zeros(5, dtype=np.complex64), "dtype"),
+        (np.zeros(5, dtype=bool), "dtype"),
+        (np.array([0, 0, np.nan, 0, 0], dtype=np.float32), "non-finite"),
+        (np.array([0, 0, 0, np.inf, 0], dtype=np.float32), "non-finite"),
+    ],
+)
+def test_bad_actions_raise_value_errors_naming_the_problem(
+    action: np.ndarray, words: str, fake_root: Path, mnist_root: Path
+) -> None:
+    env = make("StepSizeControl-Toy-v0", fake_root, mnist_root).unwrapped
+    env.reset(seed=0)
+    with pytest.raises(InvalidActionError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        env.step(action)
+    assert issubclass(InvalidActionError, ValueError)
+
+
+def test_out_of_bounds_actions_are_clipped(fake_root: Path, mnist_root: Path) -> None:
+    env = make("StepSizeControl-Toy-v0", fake_root, mnist_root).unwrapped
+    results = []
+    for action in ([0.0, 0.0, 0.0, 0.0, -7.0], [0.0, 0.0, 0.0, 0.0, -1.0]):
+        env.reset(seed=0)
+        _, reward, *_, info = env.step(np.array(action, dtype=np.float32))
+        results.append((reward, info))
+    assert results[0][1]["action_clipped"] and not results[1][1]["action_clipped"]
+    assert results[0][0] == results[1][0]
+    assert results[0][1]["theta"] == results[1][1]["theta"] == [0.0, 0.0, 0.0, 0.0, -15.0]
+
+
+def test_action_theta_map_round_trips(fake_root: Path, mnist_root: Path) -> None:
+    env = make("StepSizeControl-Toy-v0", fake_root, mnist_root, theta_scale=[2, 2, 2, 2, 4])
+    base = env.unwrapped
+    theta = np.array([0.5, -1.0, 0.25, 0.0, -3.0])
+    action = base.theta_to_action(theta)
+    np.testing.assert_allclose(base.action_to_theta(action), theta, rtol=1e-6)
+    np.testing.assert_allclose(action, [0.25, -0.5, 0.125, 0.0, 0.5], rtol=1e-6)
+
+
+def test_divergence_gives_the_finite_penalty(fake_root: Path, mnist_root: Path) -> None:
+    env = make(
+        "StepSizeControl-Toy-v0",
+        fake_root,
+        mnist_root,
+        lr_bounds=[1e-8, 1e6],
+        divergence_penalty=-2.5,
+        steps=[30, 30],
+    )
+    env.reset(seed=0)
+    obs, reward, terminated, _, info = env.step(np.array([0, 0, 0, 0, 1.0], dtype=np.float32))
+    assert info["diverged"] and terminated
+    assert reward == -2.5
+    assert env.observation_space.contains(obs) and np.all(np.isfinite(obs))
+    assert info["steps_completed"] < 30
+    assert np.isinf(info["eval_losses"][-1])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"architecture": "resnet"}, "'cnn', 'lenet', 'cifar-quick', 'mlp'"),
+        ({"optimizer": "lbfgs"}, "'sgd', 'rmsprop', 'adam'"),
+        ({"dataset": "imagenet"}, "'mnist'"),
+        ({"render_mode": "ansi"}, "'rgb_array'"),
+        ({"gamma": 1.0}, "gamma=1.0"),
+        ({"feature_every": 0}, "feature_every=0"),
+        ({"steps": [10, 5]}, "steps="),
+        ({"lr": [0.0, 1.0]}, "lr="),
+        ({"theta_scale": [1, 1, 1, 1, 0]}, "theta_scale="),
+        ({"lr_bounds": [1.0, 0.1]}, "lr_bounds="),
+        ({"eval_points": 1}, "eval_points=1"),
+        ({"architecture": "cnn", "widths": None}, "use architecture='mlp'"),
+    ],
+)
+def test_bad_arguments_raise_errors_listing_what_is_allowed(
+    kwargs: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(InvalidConfigError, match=words.replace("(", r"\(").replace("[", r"\[")):
+        gym.make("StepSizeControl-Toy-v0", **kwargs)
+
+
+def test_step_before_reset_is_refused(fake_root: Path, mnist_root: Path) -> None:
+    env = make("StepSizeControl-Toy-v0", fake_root, mnist_root).unwrapped
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(np.zeros(5, dtype=np.float32))
+    env.reset(seed=0)
+    env.step(np.zeros(5, dtype=np.float32))
+    with pytest.raises(gym.error.ResetNeeded):  # every step ends the episode
+        env.step(np.zeros(5, dtype=np.float32))
+
+
+def test_render_draws_the_last_run(fake_root: Path, mnist_root: Path) -> None:
+    env = make("StepSizeControl-Toy-v0", fake_root, mnist_root, render_mode="rgb_array")
+    env.reset(seed=0)
+    empty = env.render()
+    env.step(np.zeros(5, dtype=np.float32))
+    frame = env.render()
+    assert frame.shape == empty.shape and frame.dtype == np.uint8 and frame.shape[2] == 3
+    assert not np.array_equal(frame, empty)
+    assert make("StepSizeControl-Toy-v0", fake_root, mnist_root).render() is None
+
+
+def test_a_given_task_can_be_replayed(fake_root: Path, mnist_root: Path) -> None:
+    env = make("StepSizeControl-Toy-v0", fake_root, mnist_root)
+    _, info = env.reset(seed=9)
+    task = lrgym.Task(**{**info["task"], "widths": tuple(info["task"]["widths"])})
+    _, again = env.reset(options={"task": task})
+    assert again["task"] == info["task"]
+    with pytest.raises(InvalidConfigError, match="options"):
+        env.reset(options={"task": "not a task"})
+
+
+def test_make_with_module_prefix_needs_no_import() -> None:
+    code = (
+        "import gymnasium as gym, numpy as np\n"
+        "env = gym.make('lrgym:StepSizeControl-Toy-v0')\n"
+        "obs, _ = env.reset(seed=0)\n"
+        "print(env.step(np.zeros(5, dtype=np.float32))[2])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_toy_episode_is_fast(fake_root: Path, mnist_root: Path) -> None:
+    env = gym.make("StepSizeControl-Toy-v0")
+    env.reset(seed=0)
+    env.step(np.zeros(5, dtype=np.float32))
+    assert env.unwrapped.last_result.steps_completed >= 40

@@ -1,0 +1,98 @@
+"""The plain-PyTorch training loop."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lrgym.controllers import ConstantController, Controller, ControlState, LogLinearController
+from lrgym.data import load_dataset
+from lrgym.errors import InvalidConfigError
+from lrgym.tasks import Task
+from lrgym.training import TrainingRun, evaluation_steps, train
+
+
+def toy_task(**changes: object) -> Task:
+    base = dict(
+        dataset="toy",
+        architecture="mlp",
+        widths=(16,),
+        subset_fraction=1.0,
+        steps=30,
+        batch_size=32,
+        eta0=0.05,
+        optimizer="sgd",
+        momentum=0.0,
+        seed=3,
+    )
+    base.update(changes)
+    return Task(**base)  # type: ignore[arg-type]
+
+
+def test_result_curves_have_one_entry_per_step() -> None:
+    result = train(toy_task(), ConstantController(), load_dataset("toy"), eval_points=4)
+    assert result.steps_completed == 30 and not result.diverged
+    assert result.learning_rates.shape == (30,) and np.all(result.learning_rates == 0.05)
+    assert result.features.shape == (30, 5) and np.all(result.features[:, 4] == 1.0)
+    assert result.raw_features.shape == (30, 2)
+    assert list(result.eval_steps) == [0, 10, 20, 30]
+    assert result.eval_losses[-1] < result.eval_losses[0]
+    assert 0.0 <= result.test_accuracy <= 1.0 and result.wall_time > 0
+
+
+def test_controller_sees_the_previous_features_and_rate() -> None:
+    seen: list[ControlState] = []
+
+    class Recorder(Controller):
+        def learning_rate(self, state: ControlState) -> float:
+            seen.append(state)
+            return 0.01 * state.step
+
+    result = train(toy_task(steps=5), Recorder(), load_dataset("toy"))
+    assert seen[0].features is None and seen[0].previous_lr == 0.05
+    for before, after, row in zip(seen, seen[1:], result.features, strict=False):
+        np.testing.assert_array_equal(after.features, row)
+        assert after.previous_lr == pytest.approx(0.01 * before.step)
+    np.testing.assert_allclose(result.learning_rates, 0.01 * np.arange(1, 6))
+
+
+def test_log_linear_bias_only_controller_is_a_constant_rate_after_step_one() -> None:
+    theta = [0.0, 0.0, 0.0, 0.0, math.log(0.02)]
+    result = train(toy_task(steps=6), LogLinearController(theta), load_dataset("toy"))
+    np.testing.assert_allclose(result.learning_rates, [0.05] + [0.02] * 5)
+
+
+def test_a_bad_learning_rate_from_a_controller_is_named() -> None:
+    class Broken(Controller):
+        def learning_rate(self, state: ControlState) -> float:
+            return -1.0
+
+    with pytest.raises(InvalidConfigError, match=r"Broken returned lr=-1.0 at step 1"):
+        train(toy_task(), Broken(), load_dataset("toy"))
+
+
+def test_divergence_stops_the_run() -> None:
+    result = train(toy_task(steps=50), ConstantController(1e5), load_dataset("toy"), eval_points=5)
+    assert result.diverged and result.steps_completed < 50
+    assert not np.isfinite(result.losses[-1])
+    assert np.isinf(result.eval_losses[-1]) and math.isnan(result.test_accuracy)
+
+
+def test_evaluation_steps_are_evenly_spaced() -> None:
+    assert list(evaluation_steps(90, 10)) == list(range(0, 91, 10))
+    assert list(evaluation_steps(7, 3)) == [0, 4, 7]
+    with pytest.raises(InvalidConfigError, match="eval_points=1"):
+        evaluation_steps(10, 1)
+
+
+def test_batches_cover_the_subset_before_repeating() -> None:
+    run = TrainingRun(toy_task(subset_fraction=0.25, batch_size=32), load_dataset("toy"))
+    seen = [run._batch()[1] for _ in range(4)]  # 128 examples = the whole subset
+    assert sum(len(s) for s in seen) == run._x.shape[0] == 128
+
+
+def test_training_run_rejects_data_of_another_task() -> None:
+    with pytest.raises(InvalidConfigError, match="task is for 'toy' but data is 'digits'"):
+        TrainingRun(toy_task(), load_dataset("digits"))
