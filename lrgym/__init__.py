@@ -11,7 +11,13 @@ from lrgym.controllers import (
     ScheduleController,
 )
 from lrgym.data import load_dataset
-from lrgym.errors import DatasetNotFoundError, InvalidActionError, InvalidConfigError, LrgymError
+from lrgym.errors import (
+    DatasetCorruptError,
+    DatasetNotFoundError,
+    InvalidActionError,
+    InvalidConfigError,
+    LrgymError,
+)
 from lrgym.features import FeatureConfig, base_features
 from lrgym.registration import ENV_KWARGS, register_envs
 from lrgym.tasks import Task, TaskFamily
@@ -24,6 +30,7 @@ __all__ = [
     "ConstantController",
     "ControlState",
     "Controller",
+    "DatasetCorruptError",
     "DatasetNotFoundError",
     "FeatureConfig",
     "InvalidActionError",

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lrgym.errors import DatasetNotFoundError, choice_error
+from lrgym.errors import DatasetCorruptError, DatasetNotFoundError, choice_error
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits", "toy")
 """Names accepted by :func:`load_dataset`."""
@@ -55,6 +55,9 @@ _CIFAR_TEST = "test_batch"
 @dataclass(frozen=True, eq=False)
 class ArrayDataset:
     """A classification dataset held in memory as tensors.
+
+    The tensors are shared by every caller in the process (datasets are loaded once): treat
+    them as read-only.
 
     Attributes:
         name: one of :data:`DATASETS`.
@@ -118,6 +121,7 @@ def load_dataset(
     Raises:
         InvalidConfigError: ``name`` is not a known dataset.
         DatasetNotFoundError: the files are in no candidate root and could not be downloaded.
+        DatasetCorruptError: the files are there but cannot be read.
     """
     if name not in DATASETS:
         raise choice_error("dataset", name, DATASETS)
@@ -172,9 +176,15 @@ def _download(name: str, root: Path) -> None:
 
 @functools.cache
 def _load_from_root(name: str, root: str) -> ArrayDataset:
-    if name == "cifar10":
-        return _load_cifar10(Path(root))
-    return _load_mnist_like(name, root)
+    try:
+        if name == "cifar10":
+            return _load_cifar10(Path(root))
+        return _load_mnist_like(name, root)
+    except (ValueError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError) as exc:
+        raise DatasetCorruptError(
+            f"{name} files under {_folder(name, Path(root))} cannot be read ({exc}). "
+            "Fix: delete them and download again, or point data_root at an intact copy."
+        ) from exc
 
 
 _MNIST_STATS = {"mnist": (0.1307, 0.3081), "fashion_mnist": (0.2860, 0.3530)}

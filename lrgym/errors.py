@@ -42,6 +42,10 @@ class DatasetNotFoundError(LrgymError, FileNotFoundError):
         )
 
 
+class DatasetCorruptError(LrgymError, OSError):
+    """A dataset's files exist but cannot be read (truncated, wrong format)."""
+
+
 def choice_error(field: str, value: object, allowed: Iterable[object]) -> InvalidConfigError:
     """Build the error for a value that is not one of a fixed set of choices."""
     options = ", ".join(repr(a) for a in allowed)

@@ -24,7 +24,12 @@ from conftest import write_fake_cifar10, write_fake_mnist
 import lrgym
 from lrgym import data
 from lrgym.data import DATASETS, ArrayDataset, candidate_roots, load_dataset
-from lrgym.errors import DatasetNotFoundError, InvalidConfigError, LrgymError
+from lrgym.errors import (
+    DatasetCorruptError,
+    DatasetNotFoundError,
+    InvalidConfigError,
+    LrgymError,
+)
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -329,7 +334,7 @@ def test_cifar10_label_count_mismatch_raises(
     root = write_labelled_cifar(tmp_path / "root", per_batch=4)
     folder = root / "cifar-10-batches-py"
     write_cifar_batch(folder / "data_batch_2", np.zeros((4, 3, 32, 32), np.uint8), [1, 2, 3])
-    with pytest.raises(ValueError, match="data_batch_2"):
+    with pytest.raises(DatasetCorruptError, match="4 images but 3 labels"):
         load_dataset("cifar10", data_root=root, download=False)
 
 
@@ -744,10 +749,10 @@ def test_corrupt_cifar_batch_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     batch = root / "cifar-10-batches-py" / "data_batch_3"
     good = batch.read_bytes()
     batch.write_bytes(good[: len(good) // 2])  # truncated
-    with pytest.raises(Exception):  # noqa: B017 - any loud failure is acceptable
+    with pytest.raises(DatasetCorruptError, match="cifar-10-batches-py cannot be read"):
         load_dataset("cifar10", data_root=root, download=False)
     batch.write_bytes(b"")  # empty
-    with pytest.raises(Exception):  # noqa: B017
+    with pytest.raises(DatasetCorruptError, match="delete them and download again"):
         load_dataset("cifar10", data_root=root, download=False)
     # A failure is not cached: once the file is repaired, the same root loads.
     batch.write_bytes(good)
@@ -760,5 +765,5 @@ def test_truncated_mnist_images_raise(tmp_path: Path, monkeypatch: pytest.Monkey
     root = write_fake_mnist(tmp_path / "root", n_train=8, n_test=4)
     images = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:-100])
-    with pytest.raises(Exception):  # noqa: B017 - any loud failure is acceptable
+    with pytest.raises(DatasetCorruptError, match=r"MNIST/raw cannot be read"):
         load_dataset("mnist", data_root=root, download=False)
