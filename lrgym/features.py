@@ -165,18 +165,30 @@ class DirectionalProbe:
                     total += (z * record.grad).flatten(1).sum(1).to(torch.float32)
         total *= batch_size
         if self._uncovered:
-            total += self._jvp_uncovered(update, inputs, targets, params_before)
+            total += self._jvp(self._uncovered, update, inputs, targets, params_before)
         return total
 
-    def _jvp_uncovered(
+    def jvp_all(
         self,
+        update: Sequence[torch.Tensor],
+        *,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        params_before: Sequence[torch.Tensor],
+    ) -> torch.Tensor:
+        """``grad f_i(w)^T dw`` by forward-mode AD alone: exact for any model, slower."""
+        return self._jvp(self._names, update, inputs, targets, params_before)
+
+    def _jvp(
+        self,
+        names: Sequence[str],
         update: Sequence[torch.Tensor],
         inputs: torch.Tensor,
         targets: torch.Tensor,
         params_before: Sequence[torch.Tensor],
     ) -> torch.Tensor:
+        """Forward-mode derivative of the per-example losses along ``dw`` of ``names`` only."""
         values = dict(zip(self._names, params_before, strict=True))
-        names = self._uncovered
         tangents = tuple(update[self._names.index(n)] for n in names)
 
         def losses(*free: torch.Tensor) -> torch.Tensor:
@@ -187,6 +199,12 @@ class DirectionalProbe:
         active, self.active = self.active, False
         try:
             result = torch.func.jvp(losses, tuple(values[n] for n in names), tangents)
+        except RuntimeError as exc:
+            raise InvalidConfigError(
+                f"forward-mode differentiation of {type(self.model).__name__} failed ({exc}). "
+                "Layers that mix examples or update buffers (BatchNorm in train mode) have no "
+                "per-example loss gradient: put them in eval mode or use conv/linear layers."
+            ) from exc
         finally:
             self.active = active
         return result[1].detach().to(torch.float32)
@@ -244,18 +262,28 @@ def base_features(
         dws.append(dw.detach().to(param.dtype))
     probe = DirectionalProbe(model)
     probe.active = True
+    before = [p.detach() for p in params.values()]
     try:
         with torch.enable_grad():
             losses = per_example_losses(model(inputs), targets)
             trainable = [p for p in params.values() if p.requires_grad]
-            torch.autograd.grad(losses.mean(), trainable, allow_unused=True)
+            grads = torch.autograd.grad(losses.mean(), trainable, allow_unused=True)
+        probe.active = False
         derivative = probe.directional_derivatives(
-            dws,
-            batch_size=inputs.shape[0],
-            inputs=inputs,
-            targets=targets,
-            params_before=[p.detach() for p in params.values()],
+            dws, batch_size=inputs.shape[0], inputs=inputs, targets=targets, params_before=before
         )
+        # sum_i grad f_i^T dw = B grad L^T dw. A weight also used outside its own layer (tied
+        # weights, F.linear(x, layer.weight)) breaks the per-layer contraction and this
+        # identity; forward-mode AD over every parameter is exact for any model.
+        full = {id(p): g for p, g in zip(trainable, grads, strict=True) if g is not None}
+        expected = inputs.shape[0] * sum(
+            float((full[id(p)].double() * dw.double()).sum())
+            for p, dw in zip(params.values(), dws, strict=True)
+            if id(p) in full
+        )
+        scale = float(derivative.abs().double().sum()) + abs(expected) + 1e-30
+        if abs(float(derivative.double().sum()) - expected) > 1e-5 * scale:
+            derivative = probe.jvp_all(dws, inputs=inputs, targets=targets, params_before=before)
     finally:
         probe.remove()
     return log_variance(derivative), log_variance(losses)

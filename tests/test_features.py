@@ -1,8 +1,8 @@
 """The state features phi1/phi2 against a float64 per-example-gradient reference.
 
-The reference below differentiates each example's loss separately (``vmap(grad(...))`` of a
-``functional_call`` in float64), so it shares nothing with the contraction in
-:mod:`lrgym.features` except the definition: ``phi1 = log(Var_i(grad f_i^T dw) + 1e-30)`` and
+The reference below differentiates each example's loss separately (a plain loop over the
+examples, each through a float64 ``functional_call``), so it shares nothing with the contraction
+in :mod:`lrgym.features` except the definition: ``phi1 = log(Var_i(grad f_i^T dw) + 1e-30)`` and
 ``phi2 = log(Var_i(f_i) + 1e-30)`` with the unbiased variance.
 """
 
@@ -152,6 +152,13 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
+def run_model(
+    model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
+    with torch.no_grad():
+        return functional_call(model, dict(params), (x,))
+
+
 # --------------------------------------------------------------------------------------------
 # 1. base_features against the per-example reference
 
@@ -224,19 +231,20 @@ class ElementwiseScale(nn.Module):
 
 def uncovered_model() -> nn.Module:
     gen = torch.Generator().manual_seed(7)
-    torch.manual_seed(7)  # nn defaults for the layers' own init; values are reset below anyway
     norm = nn.BatchNorm1d(24)
-    model = nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(16, 24),
-        norm,
-        nn.ReLU(),
-        ElementwiseScale(24, gen),
-        nn.Linear(24, 20),
-        nn.LayerNorm(20),
-        nn.Tanh(),
-        nn.Linear(20, 5),
-    )
+    with torch.random.fork_rng():  # the Linear layers' default init must not move the global RNG
+        torch.manual_seed(7)
+        model = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(16, 24),
+            norm,
+            nn.ReLU(),
+            ElementwiseScale(24, gen),
+            nn.Linear(24, 20),
+            nn.LayerNorm(20),
+            nn.Tanh(),
+            nn.Linear(20, 5),
+        )
     with torch.no_grad():
         norm.weight.copy_(1.0 + 0.3 * torch.randn(24, generator=gen))
         norm.bias.copy_(0.3 * torch.randn(24, generator=gen))
@@ -283,8 +291,10 @@ class DirectWeight(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(0)
-        self.fc = nn.Linear(4, 4)
-        self.out = nn.Linear(4, 3)
+        with torch.device("meta"):  # no draw from the global RNG; values are set below
+            self.fc = nn.Linear(4, 4)
+            self.out = nn.Linear(4, 3)
+        self.to_empty(device="cpu")
         with torch.no_grad():
             for p in self.parameters():
                 p.copy_(0.5 * torch.randn(p.shape, generator=gen))
@@ -295,17 +305,29 @@ class DirectWeight(nn.Module):
         return self.out(h)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a conv/linear parameter also used outside its module's forward is "
-    "counted as covered, so that use's share of grad f_i^T dw is dropped",
-)
-def test_parameter_used_outside_its_layer() -> None:
-    model = DirectWeight()
+class BypassedLayer(DirectWeight):
+    """Calls F.linear with a Linear layer's weight: the layer's own forward never runs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(F.linear(x, self.fc.weight, self.fc.bias))
+        return self.out(h)
+
+
+@pytest.mark.parametrize("cls", [DirectWeight, BypassedLayer])
+def test_parameter_used_outside_its_layer(cls: type[nn.Module]) -> None:
+    model = cls()
     x, y = random_batch((4,), 3, 8, seed=1)
-    update = {"fc.weight": torch.randn(4, 4, generator=torch.Generator().manual_seed(2))}
+    gen = torch.Generator().manual_seed(2)
+    update = {"fc.weight": torch.randn(4, 4, generator=gen), "out.bias": torch.randn(3)}
     phi1, _ = base_features(model, x, y, update)
     assert abs(phi1 - reference_features(model, x, y, update)[0]) < TOL
+
+
+def test_batchnorm_in_train_mode_gets_a_clear_error() -> None:
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Linear(6, 3)).train()
+    x, y = random_batch((4,), 3, 8, seed=1)
+    with pytest.raises(InvalidConfigError, match="eval mode"):
+        base_features(model, x, y, {"1.weight": torch.ones(6)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,11 +371,6 @@ def test_training_run_matches_reference(
     assert len(batches) == 3
 
 
-def run_model(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor):
-    with torch.no_grad():
-        return functional_call(model, dict(params), (x,))
-
-
 # --------------------------------------------------------------------------------------------
 # 4. scaling the update
 
@@ -370,7 +387,7 @@ def test_scaling_sgd_update_shifts_phi1_by_two_log_c(c: float) -> None:
     phi1, phi2 = base_features(model, x, y, base)
     phi1_c, phi2_c = base_features(model, x, y, scaled)
 
-    assert phi1_c - phi1 == pytest.approx(2 * math.log(c), abs=1e-5)
+    assert phi1_c - phi1 == pytest.approx(2 * math.log(c), abs=1e-6)
     assert phi2_c == phi2
     assert abs(phi1 - reference_features(model, x, y, base)[0]) < TOL
 
@@ -386,7 +403,7 @@ def test_scaling_learning_rate_in_loop(
     lr = 0.3
     first = TrainingRun(task, data, eval_size=8).step(lr)
     second = TrainingRun(task, data, eval_size=8).step(c * lr)
-    assert second.phi1 - first.phi1 == pytest.approx(2 * math.log(c), abs=1e-4)
+    assert second.phi1 - first.phi1 == pytest.approx(2 * math.log(c), abs=1e-5)
     assert second.phi2 == first.phi2
     assert second.loss == first.loss
 
@@ -396,7 +413,7 @@ def test_scaling_learning_rate_in_loop(
 
 
 def test_zero_update_hits_the_floor() -> None:
-    assert pytest.approx(math.log(EPS)) == FLOOR
+    assert EPS == 1e-30
     task = make_task("toy", "mlp", (20,))
     model = build_model(task, (16,), 4, torch.Generator().manual_seed(0))
     x, y = random_batch((16,), 4, 8, seed=1)
@@ -500,7 +517,7 @@ def test_smoother_matches_hand_recursion() -> None:
     assert not smoother.ready
     for step, (a, b) in enumerate(zip(phi1, phi2, strict=True)):
         smoother.update(0, a)
-        assert not smoother.ready if step == 0 else smoother.ready
+        assert smoother.ready == (step > 0)  # phi2 has not been seen yet on the first step
         smoother.update(1, b)
         assert smoother.ready
         a1, u1 = expected_smoothing(phi1[: step + 1], gamma)
