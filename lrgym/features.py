@@ -26,7 +26,7 @@ controller's input ``phi_hat = [a1, a2, u1, u2, 1]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,9 +52,13 @@ class FeatureConfig:
     Attributes:
         gamma: weight of the old value in the running averages, in ``[0, 1)`` (paper notes:
             0.9 in the public reconstructions; our default).
-        every: compute ``phi1`` every ``every`` steps (1 = every step, exact). ``phi2`` is
-            always computed. Between updates the smoothed ``phi1`` entries are held; each update
-            uses ``gamma ** every`` so the average spans the same number of steps.
+        every: compute ``phi1`` exactly every ``every`` steps (1 = every step, exact).
+            ``phi2`` is always exact. On the steps in between, ``phi1`` is estimated from the
+            share of the *dense* layers (linear layers and convs to a 1x1 output, whose share
+            costs a small matrix product; the last layer for nets without spatial convs),
+            calibrated at the last exact step ``s``:
+            ``phi1_t ~ log Var_i(dense share_t) + (phi1_s - log Var_i(dense share_s))``.
+            The running averages are updated every step either way.
     """
 
     gamma: float = 0.9
@@ -91,13 +95,15 @@ class DirectionalProbe:
     """Records what ``grad f_i^T dw`` needs from a model's normal forward/backward pass.
 
     While :attr:`active`, forward hooks on the model's conv and linear layers keep each layer's
-    input and a hook on its output keeps the output gradient. After ``backward()`` and the
-    optimiser step, :meth:`directional_derivatives` contracts them with the update.
+    input and a hook on its output keeps the output gradient (only for the layers in
+    :attr:`only`, when that is set). After ``backward()`` and the optimiser step,
+    :meth:`layer_shares` and :meth:`directional_derivatives` contract them with the update.
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.active = False
+        self.only: frozenset[nn.Module] | None = None
         self._records: dict[nn.Module, list[_Record]] = {}
         self._names = [name for name, _ in model.named_parameters()]
         covered_ids: set[int] = set()
@@ -117,6 +123,8 @@ class DirectionalProbe:
     def _forward_hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor):
         if not self.active or not out.requires_grad:
             return
+        if self.only is not None and module not in self.only:
+            return
         record = _Record(inputs[0].detach())
         self._records.setdefault(module, []).append(record)
 
@@ -134,6 +142,55 @@ class DirectionalProbe:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+    @property
+    def layers(self) -> tuple[nn.Module, ...]:
+        """The conv and linear layers, in module order."""
+        return tuple(module for module, _ in self._layers)
+
+    @property
+    def uncovered(self) -> bool:
+        """Whether some parameters lie outside conv/linear layers (handled by forward-mode AD)."""
+        return bool(self._uncovered)
+
+    def parameter_indices(self, layers: Iterable[nn.Module]) -> list[int]:
+        """Positions (in ``model.named_parameters()`` order) of the given layers' parameters."""
+        wanted = set(layers)
+        return [i for module, index in self._layers if module in wanted for i in index]
+
+    def dense_layers(self) -> tuple[nn.Module, ...]:
+        """Recorded layers whose output has no spatial extent (linear, or conv to 1x1).
+
+        Their shares of ``grad f_i^T dw`` cost a small matrix product each; spatial convs cost a
+        convolution. Call after a step that recorded every layer.
+        """
+        dense = []
+        for module, _ in self._layers:
+            records = self._records.get(module, ())
+            if records and all(r.grad is not None and _is_dense(r.grad) for r in records):
+                dense.append(module)
+        return tuple(dense)
+
+    def layer_shares(self, update: Sequence[torch.Tensor | None]) -> dict[nn.Module, torch.Tensor]:
+        """Each recorded layer's share of ``grad f_i^T dw / B``, shape ``(B,)`` float32.
+
+        Args:
+            update: ``dw`` per parameter in ``model.named_parameters()`` order; ``None`` where
+                the layer was not recorded.
+        """
+        shares: dict[nn.Module, torch.Tensor] = {}
+        with torch.no_grad():
+            for module, index in self._layers:
+                for record in self._records.get(module, ()):
+                    if record.grad is None:  # the layer's output did not reach the loss
+                        continue
+                    weight = update[index[0]]
+                    bias = update[index[1]] if len(index) > 1 else None
+                    if weight is None:
+                        raise ValueError(f"no update given for recorded layer {module}")
+                    share = _contract(module, record.inputs, record.grad, weight, bias)
+                    shares[module] = shares[module] + share if module in shares else share
+        return shares
 
     def directional_derivatives(
         self,
@@ -154,19 +211,25 @@ class DirectionalProbe:
             params_before: the parameters ``w`` at which the batch was evaluated (likewise).
         """
         total = torch.zeros(batch_size, dtype=torch.float32, device=inputs.device)
-        with torch.no_grad():
-            for module, index in self._layers:
-                for record in self._records.get(module, ()):
-                    if record.grad is None:  # the layer's output did not reach the loss
-                        continue
-                    weight = update[index[0]]
-                    bias = update[index[1]] if len(index) > 1 else None
-                    z = _apply_layer(module, record.inputs, weight, bias)
-                    total += (z * record.grad).flatten(1).sum(1).to(torch.float32)
+        for share in self.layer_shares(update).values():
+            total += share
         total *= batch_size
         if self._uncovered:
-            total += self._jvp(self._uncovered, update, inputs, targets, params_before)
+            total += self.uncovered_derivatives(
+                update, inputs=inputs, targets=targets, params_before=params_before
+            )
         return total
+
+    def uncovered_derivatives(
+        self,
+        update: Sequence[torch.Tensor],
+        *,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        params_before: Sequence[torch.Tensor],
+    ) -> torch.Tensor:
+        """The share of parameters outside conv/linear layers, by forward-mode AD, ``(B,)``."""
+        return self._jvp(self._uncovered, update, inputs, targets, params_before)
 
     def jvp_all(
         self,
@@ -210,17 +273,40 @@ class DirectionalProbe:
         return result[1].detach().to(torch.float32)
 
 
+def _is_dense(grad: torch.Tensor) -> bool:
+    return grad.dim() <= 2 or grad[0, 0].numel() == 1
+
+
+def _contract(
+    module: nn.Module,
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """``<grad[i], layer(x[i]; weight, bias)>`` for each example ``i``, shape ``(B,)``."""
+    if isinstance(module, nn.Conv2d) and _is_dense(grad) and _whole_image_kernel(module, x):
+        # a conv whose kernel covers its whole input is a matrix product (much faster on CPU)
+        z = F.linear(x.flatten(1), weight.flatten(1), bias)
+    elif isinstance(module, nn.Conv2d):
+        z = module._conv_forward(x, weight, bias)
+    else:
+        z = F.linear(x, weight, bias)
+    return (z.flatten(1) * grad.flatten(1)).sum(1, dtype=torch.float32)
+
+
+def _whole_image_kernel(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    return (
+        tuple(x.shape[2:]) == tuple(conv.kernel_size)
+        and conv.groups == 1
+        and tuple(conv.dilation) == (1, 1)
+        and conv.padding in ((0, 0), "valid")
+    )
+
+
 def _param_names(model: nn.Module, module: nn.Module) -> list[str]:
     ids = {id(p): n for n, p in model.named_parameters()}
     return [ids[id(p)] for p in (module.weight, module.bias) if p is not None]
-
-
-def _apply_layer(
-    module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-) -> torch.Tensor:
-    if isinstance(module, nn.Conv2d):
-        return module._conv_forward(x, weight, bias)
-    return F.linear(x, weight, bias)
 
 
 def base_features(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,6 +132,11 @@ class TrainingRun:
         self.optimizer = make_optimizer(task, self._params)
         self.probe = DirectionalProbe(self.model)
         self.smoother = FeatureSmoother(self.config.gamma)
+        self._all_params = list(range(len(self._params)))
+        self._estimated_layers: frozenset[torch.nn.Module] | None = None
+        self._estimated_params: list[int] = []
+        self._calibration = 0.0
+        self._sgd_direction = _sgd_direction(self.optimizer) if not self.probe.uncovered else None
         self.steps_done = 0
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,36 +155,77 @@ class TrainingRun:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         inputs, targets = self._batch()
-        with_phi1 = self.steps_done % self.config.every == 0
-        self.probe.active = with_phi1
+        exact = self.steps_done % self.config.every == 0
+        probe = self.probe
+        probe.active, probe.only = True, None if exact else self._estimated_layers
         losses = per_example_losses(self.model(inputs), targets)
         loss = losses.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.probe.active = False
-        before = [p.detach().clone() for p in self._params] if with_phi1 else []
+        probe.active = False
+        direction = lr > 0 and self._sgd_direction is not None
+        tracked = [] if direction else self._all_params if exact else self._estimated_params
+        before = [self._params[i].detach().clone() for i in tracked]
         self.optimizer.step()
         self.steps_done += 1
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
-            self.probe.clear()
+            probe.clear()
             return StepOutcome(loss_value, math.nan, math.nan)
-        phi1 = math.nan
-        if with_phi1:
-            update = torch._foreach_sub([p.detach() for p in self._params], before)
-            derivative = self.probe.directional_derivatives(
-                update,
-                batch_size=inputs.shape[0],
+        update: list[torch.Tensor | None] = [None] * len(self._params)
+        if direction:  # dw = -lr d exactly, so Var_i(grad f_i^T dw) = lr^2 Var_i(grad f_i^T d)
+            assert self._sgd_direction is not None
+            update = list(self._sgd_direction())
+            log_scale = 2.0 * math.log(lr)
+        else:
+            after = torch._foreach_sub([self._params[i].detach() for i in tracked], before)
+            for i, dw in zip(tracked, after, strict=True):
+                update[i] = dw
+            log_scale = 0.0
+        phi1 = self._phi1(update, inputs, targets, before, exact) + log_scale
+        probe.clear()
+        if math.isfinite(phi1):
+            self.smoother.update(0, phi1)
+        phi2 = log_variance(losses)
+        self.smoother.update(1, phi2)
+        return StepOutcome(loss_value, phi1, phi2)
+
+    def _phi1(
+        self,
+        update: list[torch.Tensor | None],
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        before: list[torch.Tensor],
+        exact: bool,
+    ) -> float:
+        """Exact phi1, or on in-between steps the calibrated dense-layer estimate."""
+        batch = inputs.shape[0]
+        if not exact:
+            shares = self.probe.layer_shares(update)
+            if not shares:
+                return math.nan
+            return log_variance(_total(shares.values()) * batch) + self._calibration
+        shares = self.probe.layer_shares(update)
+        derivative = _total(shares.values()) * batch
+        if self.probe.uncovered:
+            derivative += self.probe.uncovered_derivatives(
+                update,  # type: ignore[arg-type]  # complete on exact steps
                 inputs=inputs,
                 targets=targets,
                 params_before=before,
             )
-            phi1 = log_variance(derivative)
-            self.smoother.update(0, phi1, self.config.gamma**self.config.every)
-        self.probe.clear()
-        phi2 = log_variance(losses)
-        self.smoother.update(1, phi2)
-        return StepOutcome(loss_value, phi1, phi2)
+        phi1 = log_variance(derivative)
+        if self.config.every > 1:
+            if self._estimated_layers is None:
+                dense = self.probe.dense_layers()
+                layers = self.probe.layers
+                chosen = dense if 0 < len(dense) < len(layers) else layers[-1:]
+                self._estimated_layers = frozenset(chosen)
+                self._estimated_params = self.probe.parameter_indices(chosen)
+            partial = [v for m, v in shares.items() if m in self._estimated_layers]
+            if partial:
+                self._calibration = phi1 - log_variance(_total(partial) * batch)
+        return phi1
 
     @torch.no_grad()
     def _mean_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -198,6 +245,29 @@ class TrainingRun:
         """Mean loss and accuracy on the first ``limit`` test examples (all if ``None``)."""
         n = self.data.test_x.shape[0] if limit is None else min(limit, self.data.test_x.shape[0])
         return self._mean_loss(self.data.test_x[:n], self.data.test_y[:n])
+
+
+def _sgd_direction(
+    optimizer: torch.optim.Optimizer,
+) -> Callable[[], list[torch.Tensor | None]] | None:
+    """For plain torch SGD (no weight decay, dampening, Nesterov or maximize) the step is
+    ``dw = -lr d`` with ``d`` the momentum buffer (or the gradient without momentum): a function
+    that returns ``d`` per parameter after a step, which spares copying the parameters.
+    ``None`` for any other optimiser, whose ``dw`` is measured as ``w_after - w_before``."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        return None
+    (group,) = optimizer.param_groups
+    if group["weight_decay"] or group["dampening"] or group["nesterov"] or group["maximize"]:
+        return None
+    params = list(group["params"])
+    if group["momentum"]:
+        state = optimizer.state
+        return lambda: [state[p]["momentum_buffer"] for p in params]
+    return lambda: [p.grad for p in params]
+
+
+def _total(shares: Iterable[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(list(shares)).sum(0)
 
 
 def evaluation_steps(steps: int, points: int) -> np.ndarray:

@@ -566,33 +566,44 @@ def test_feature_config_accepts_edges() -> None:
 # 8. computing phi1 every k steps
 
 
-def test_every_k_skips_phi1(
-    datasets: dict[str, ArrayDataset], monkeypatch: pytest.MonkeyPatch
+EVERY_K_SETTINGS = {
+    # dataset, architecture, widths, parameters whose share estimates phi1 between exact steps
+    "toy-mlp": ("toy", "mlp", (32, 24), ("5.weight", "5.bias")),  # no spatial conv: last layer
+    "digits-cnn": ("digits", "cnn", (4, 9, 40), ("4.weight", "4.bias", "6.weight", "6.bias")),
+}
+
+
+@pytest.mark.parametrize("setting", list(EVERY_K_SETTINGS))
+def test_every_k_is_exact_every_k_steps_and_calibrated_in_between(
+    setting: str, datasets: dict[str, ArrayDataset], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = datasets["toy"]
-    task = make_task("toy", "mlp", (32, 24), optimizer="sgd", momentum=0.9, seed=3)
+    dataset, architecture, widths, dense = EVERY_K_SETTINGS[setting]
+    data = datasets[dataset]
+    task = make_task(dataset, architecture, widths, optimizer="sgd", momentum=0.9, seed=3)
     gamma = 0.8
     run = TrainingRun(task, data, features=FeatureConfig(gamma=gamma, every=3), eval_size=8)
     batches = record_batches(run, monkeypatch)
     structure = build_model(task, data.input_shape, data.num_classes, torch.Generator())
     outcomes = []
+    calibration = math.nan
     for step in range(1, 8):
         before = snapshot(run.model)
-        outcome = run.step(0.1)
+        outcome = run.step(0.05)
         outcomes.append(outcome)
-        assert math.isfinite(outcome.phi2)
+        after = snapshot(run.model)
+        update = {n: after[n] - before[n] for n in before}
+        x, y = batches[-1]
+        ref1, ref2, _ = reference_features(structure, x, y, update, params=before)
+        dense_update = {n: update[n] for n in dense}
+        dense1, _, _ = reference_features(structure, x, y, dense_update, params=before)
+        assert abs(outcome.phi2 - ref2) < TOL
         if step in (1, 4, 7):
-            after = snapshot(run.model)
-            update = {n: after[n] - before[n] for n in before}
-            x, y = batches[-1]
-            ref1, ref2, _ = reference_features(structure, x, y, update, params=before)
             assert abs(outcome.phi1 - ref1) < TOL, (step, outcome.phi1, ref1)
-            assert abs(outcome.phi2 - ref2) < TOL
-        else:
-            assert math.isnan(outcome.phi1), step
-    kept = [o.phi1 for o in outcomes if not math.isnan(o.phi1)]
-    assert len(kept) == 3
-    # phi1's average uses gamma ** every per update, phi2's plain gamma
-    a1, u1 = expected_smoothing(kept, gamma**3)
+            calibration = ref1 - dense1
+        else:  # the dense layers' share, shifted by the offset of the last exact step
+            assert abs(outcome.phi1 - (dense1 + calibration)) < 10 * TOL, step
+            assert abs(outcome.phi1 - ref1) > 1e-6  # an estimate, not the exact value
+    # both averages are updated every step with gamma
+    a1, u1 = expected_smoothing([o.phi1 for o in outcomes], gamma)
     a2, u2 = expected_smoothing([o.phi2 for o in outcomes], gamma)
-    assert run.smoother.vector().tolist() == pytest.approx([a1, a2, u1, u2, 1.0], abs=1e-12)
+    assert run.smoother.vector().tolist() == pytest.approx([a1, a2, u1, u2, 1.0], abs=1e-9)
