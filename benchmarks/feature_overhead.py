@@ -1,12 +1,18 @@
 """Cost of the paper's features in the training loop, measured side by side in one run.
 
-For tasks sampled from StepSizeControl-MNIST-v0's family, times optimiser steps of
-  * plain training: forward, mean loss, backward, optimiser step, constant learning rate;
+For tasks sampled from StepSizeControl-MNIST-v0's family (the default MNIST task), times
+optimiser steps of
+  * plain training: forward, mean loss, backward, optimiser step (no features at all);
   * the lrgym loop with exact features (phi1 every step);
-  * the lrgym loop with phi1 every k steps,
+  * the lrgym loop with phi1 exact every k steps, estimated in between ("dense" or "hold"),
 interleaved round by round so machine noise hits all modes alike, and prints each mode's median
-time per step as a ratio to plain. With a constant learning rate all modes follow the same weight
-trajectory, so it also prints the correlation of every-k's smoothed phi1 with exact's.
+time per step as a ratio to plain training.
+
+Every mode follows the same learning-rate sequence, so all follow the same weight trajectory and
+their smoothed features can be compared: the script prints the correlation over the run of each
+every-k mode's smoothed phi1 (avg_phi1, and unc_phi1) with exact's, for two sequences:
+  * constant: eta = --lr throughout (the hard case: phi1 moves only with the batches);
+  * annealed: cosine decay from --lr to --lr/100 over the run (as a controller that anneals).
 
     python benchmarks/feature_overhead.py --data-root ../shared/data
 """
@@ -14,8 +20,10 @@ trajectory, so it also prints the correlation of every-k's smoothed phi1 with ex
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -27,98 +35,115 @@ from lrgym.registration import ENV_KWARGS
 from lrgym.tasks import TaskFamily, build_model, make_optimizer
 from lrgym.training import TrainingRun
 
+Schedule = Callable[[int], float]
 
-def plain_steps(run: TrainingRun, steps: int) -> float:
-    """Seconds per step of a plain loop over the same model, data and batches."""
-    task = run.task
-    model = build_model(
-        task, run.data.input_shape, run.data.num_classes, torch.Generator().manual_seed(task.seed)
-    )
-    optimizer = make_optimizer(task, model.parameters())
+
+def plain_steps(run: TrainingRun, steps: int, schedule: Schedule, start: int) -> float:
+    """Seconds per step of a plain loop over a copy of the task's model and its batches."""
+    model = run.model
+    optimizer = run.optimizer
     loss_fn = torch.nn.CrossEntropyLoss()
-    start = time.perf_counter()
-    for _ in range(steps):
+    begin = time.perf_counter()
+    for t in range(start, start + steps):
+        for group in optimizer.param_groups:
+            group["lr"] = schedule(t)
         inputs, targets = run._batch()
         loss = loss_fn(model(inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - begin) / steps
 
 
-def lrgym_steps(run: TrainingRun, steps: int) -> tuple[float, np.ndarray]:
+def lrgym_steps(
+    run: TrainingRun, steps: int, schedule: Schedule, start: int
+) -> tuple[float, np.ndarray]:
     """Seconds per step of the lrgym loop, and the smoothed features after each step."""
     trace = []
-    start = time.perf_counter()
-    for _ in range(steps):
-        run.step(run.task.eta0)
+    begin = time.perf_counter()
+    for t in range(start, start + steps):
+        run.step(schedule(t))
         trace.append(run.smoother.vector())
-    return (time.perf_counter() - start) / steps, np.array(trace)
+    return (time.perf_counter() - begin) / steps, np.array(trace)
+
+
+def plain_run(run: TrainingRun) -> TrainingRun:
+    """A TrainingRun whose model carries no feature hooks, for the plain loop."""
+    run.probe.remove()
+    task = run.task
+    run.model = build_model(
+        task, run.data.input_shape, run.data.num_classes, torch.Generator().manual_seed(task.seed)
+    )
+    run.optimizer = make_optimizer(task, run.model.parameters())
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--tasks", type=int, default=3, help="tasks sampled (seeds 0..n-1)")
-    parser.add_argument("--steps", type=int, default=200, help="steps timed per mode and round")
+    parser.add_argument("--steps", type=int, default=100, help="steps timed per mode and round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per task")
-    parser.add_argument("--every", type=int, nargs="+", default=[5, 10])
-    parser.add_argument("--lr", type=float, default=0.01, help="constant learning rate")
+    parser.add_argument("--every", type=int, nargs="+", default=[10, 20])
+    parser.add_argument("--lr", type=float, default=0.01, help="(initial) learning rate")
     args = parser.parse_args()
 
     kwargs = ENV_KWARGS["StepSizeControl-MNIST-v0"]
-    family = TaskFamily(
-        **{
-            k: kwargs[k]
-            for k in ("dataset", "architecture", "optimizer", "momentum", "batch_size", "lr")
-        }
-    )
+    names = ("dataset", "architecture", "optimizer", "momentum", "batch_size", "lr")
+    family = TaskFamily(**{k: kwargs[k] for k in names})
     data = load_dataset("mnist", data_root=args.data_root, download=False)
-    modes = ["plain", "exact", *[f"every-{k}" for k in args.every]]
-    ratios: dict[str, list[float]] = {m: [] for m in modes[1:]}
-    correlations: dict[str, list[float]] = {m: [] for m in modes[2:]}
+    configs = {"exact": FeatureConfig()}
+    for k in args.every:
+        for estimate in ("dense", "hold"):
+            configs[f"every-{k}-{estimate}"] = FeatureConfig(every=k, estimate=estimate)
+    total = args.steps * args.rounds
+    schedules: dict[str, Schedule] = {
+        "constant": lambda t: args.lr,
+        "annealed": lambda t: args.lr * (0.01 + 0.99 * (1 + math.cos(math.pi * t / total)) / 2),
+    }
+    ratios: dict[str, list[float]] = {m: [] for m in configs}
+    corr: dict[tuple[str, str], list[float]] = {}
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{args.tasks} tasks x {args.rounds} rounds x {args.steps} steps"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.tasks} tasks x "
+        f"{args.rounds} rounds x {args.steps} steps per mode, lr {args.lr}"
     )
     for seed in range(args.tasks):
-        task = family.sample(np.random.default_rng(seed))
-        # a fixed learning rate that trains every sampled net without diverging: the comparison
-        # is about cost and agreement, not about this task's eta_0
-        task = replace(task, eta0=args.lr, steps=args.steps * args.rounds)
-        configs = {"exact": FeatureConfig(every=1)}
-        configs.update({f"every-{k}": FeatureConfig(every=k) for k in args.every})
-        runs = {m: TrainingRun(task, data, features=c) for m, c in configs.items()}
-        plain_run = TrainingRun(task, data)
-        times: dict[str, list[float]] = {m: [] for m in modes}
-        traces: dict[str, list[np.ndarray]] = {m: [] for m in configs}
-        plain_steps(plain_run, 20)  # warm-up
-        for _ in range(args.rounds):
-            times["plain"].append(plain_steps(plain_run, args.steps))
-            for mode, run in runs.items():
-                seconds, trace = lrgym_steps(run, args.steps)
-                times[mode].append(seconds)
-                traces[mode].append(trace)
-        base = statistics.median(times["plain"])
-        exact = np.concatenate(traces["exact"])
-        line = [f"task {seed} widths={list(task.widths)}: plain {base * 1e3:.2f} ms/step"]
-        for mode in modes[1:]:
-            ratio = statistics.median(times[mode]) / base
-            ratios[mode].append(ratio)
-            line.append(f"{mode} x{ratio:.3f}")
-            if mode != "exact":
-                other = np.concatenate(traces[mode])
-                corr = float(np.corrcoef(exact[:, 0], other[:, 0])[0, 1])
-                corr_u = float(np.corrcoef(exact[:, 2], other[:, 2])[0, 1])
-                correlations[mode].append(corr)
-                line.append(f"(corr avg_phi1 {corr:.4f}, unc_phi1 {corr_u:.4f})")
-        print("  ".join(line))
-    print("median over tasks, time per step relative to plain training:")
-    for mode in modes[1:]:
-        extra = ""
-        if mode in correlations:
-            extra = f"   min correlation of smoothed phi1 with exact {min(correlations[mode]):.4f}"
-        print(f"  {mode:>9}: x{statistics.median(ratios[mode]):.3f}{extra}")
+        task = replace(family.sample(np.random.default_rng(seed)), steps=total)
+        for name, schedule in schedules.items():
+            runs = {m: TrainingRun(task, data, features=c) for m, c in configs.items()}
+            plain = plain_run(TrainingRun(task, data))
+            times: dict[str, list[float]] = {m: [] for m in ["plain", *configs]}
+            traces: dict[str, list[np.ndarray]] = {m: [] for m in configs}
+            for r in range(args.rounds):
+                start = r * args.steps
+                times["plain"].append(plain_steps(plain, args.steps, schedule, start))
+                for mode, run in runs.items():
+                    seconds, trace = lrgym_steps(run, args.steps, schedule, start)
+                    times[mode].append(seconds)
+                    traces[mode].append(trace)
+            base = statistics.median(times["plain"])
+            exact = np.concatenate(traces["exact"])
+            cells = [f"task {seed} {list(task.widths)} {name}: plain {base * 1e3:.2f} ms"]
+            for mode in configs:
+                ratio = statistics.median(times[mode]) / base
+                ratios[mode].append(ratio)
+                cell = f"{mode} x{ratio:.3f}"
+                if mode != "exact":
+                    other = np.concatenate(traces[mode])
+                    c_avg = float(np.corrcoef(exact[:, 0], other[:, 0])[0, 1])
+                    c_unc = float(np.corrcoef(exact[:, 2], other[:, 2])[0, 1])
+                    corr.setdefault((mode, name), []).append(c_avg)
+                    cell += f" (r {c_avg:.4f}/{c_unc:.4f})"
+                cells.append(cell)
+            print("\n    ".join(cells))
+    print("\nsummary: median time per step / plain (over tasks and sequences); minimum")
+    print("correlation of smoothed phi1 (avg_phi1) with exact, per learning-rate sequence")
+    for mode in configs:
+        line = f"  {mode:>16}: x{statistics.median(ratios[mode]):.3f}"
+        for name in schedules:
+            if (mode, name) in corr:
+                line += f"   {name} r >= {min(corr[(mode, name)]):.4f}"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrgym.errors import InvalidConfigError
+from lrgym.errors import InvalidConfigError, choice_error
 
 EPS = 1e-30
 """Added to every variance before the log."""
@@ -43,6 +43,8 @@ FEATURE_NAMES = ("avg_phi1", "avg_phi2", "unc_phi1", "unc_phi2", "bias")
 """The entries of ``phi_hat``, in order."""
 
 _COVERED = (nn.Conv2d, nn.Linear)
+ESTIMATES = ("dense", "hold")
+"""How ``phi1`` is estimated between exact steps (see :class:`FeatureConfig`)."""
 
 
 @dataclass(frozen=True)
@@ -53,22 +55,33 @@ class FeatureConfig:
         gamma: weight of the old value in the running averages, in ``[0, 1)`` (paper notes:
             0.9 in the public reconstructions; our default).
         every: compute ``phi1`` exactly every ``every`` steps (1 = every step, exact).
-            ``phi2`` is always exact. On the steps in between, ``phi1`` is estimated from the
-            share of the *dense* layers (linear layers and convs to a 1x1 output, whose share
-            costs a small matrix product; the last layer for nets without spatial convs),
-            calibrated at the last exact step ``s``:
-            ``phi1_t ~ log Var_i(dense share_t) + (phi1_s - log Var_i(dense share_s))``.
-            The running averages are updated every step either way.
+            ``phi2`` is always exact, and the running averages are updated every step.
+        estimate: how ``phi1`` is estimated on the steps between exact ones (``s`` the last
+            exact step, ``t`` now). Both use that every optimiser here steps
+            ``dw = -eta d`` with a direction ``d``, so ``phi1 = 2 log eta + log Var_i(grad
+            f_i^T d)``:
+
+            * ``"dense"``: from the share of the *dense* layers (linear layers and convs to a
+              1x1 output, whose share is a small matrix product; the last layer for nets
+              without spatial convs), calibrated at step ``s``:
+              ``phi1_t ~ log Var_i(dense share_t) + (phi1_s - log Var_i(dense share_s))``.
+              Follows the batch-to-batch variation of ``phi1``; costs the dense layers'
+              share every step.
+            * ``"hold"``: ``phi1_t ~ phi1_s + 2 log(eta_t / eta_s)``: only the learning-rate
+              term moves. Costs nothing between exact steps.
     """
 
     gamma: float = 0.9
     every: int = 1
+    estimate: str = "dense"
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.gamma) < 1.0:
             raise InvalidConfigError(f"gamma={self.gamma!r} must lie in [0, 1)")
         if int(self.every) != self.every or self.every < 1:
             raise InvalidConfigError(f"feature_every={self.every!r} must be an integer >= 1")
+        if self.estimate not in ESTIMATES:
+            raise choice_error("feature_estimate", self.estimate, ESTIMATES)
 
 
 def log_variance(values: torch.Tensor) -> float:
@@ -274,7 +287,7 @@ class DirectionalProbe:
 
 
 def _is_dense(grad: torch.Tensor) -> bool:
-    return grad.dim() <= 2 or grad[0, 0].numel() == 1
+    return grad.dim() <= 2 or grad.shape[2:].numel() == 1
 
 
 def _contract(
@@ -292,7 +305,7 @@ def _contract(
         z = module._conv_forward(x, weight, bias)
     else:
         z = F.linear(x, weight, bias)
-    return (z.flatten(1) * grad.flatten(1)).sum(1, dtype=torch.float32)
+    return torch.linalg.vecdot(z.flatten(1), grad.flatten(1)).to(torch.float32)
 
 
 def _whole_image_kernel(conv: nn.Conv2d, x: torch.Tensor) -> bool:

@@ -26,6 +26,7 @@ from lrgym.controllers import Controller, ControlState
 from lrgym.data import ArrayDataset
 from lrgym.errors import InvalidConfigError
 from lrgym.features import (
+    EPS,
     DirectionalProbe,
     FeatureConfig,
     FeatureSmoother,
@@ -134,8 +135,9 @@ class TrainingRun:
         self.smoother = FeatureSmoother(self.config.gamma)
         self._all_params = list(range(len(self._params)))
         self._estimated_layers: frozenset[torch.nn.Module] | None = None
-        self._estimated_params: list[int] = []
-        self._calibration = 0.0
+        self._dense: list[int] = []  # parameters of the estimated layers
+        self._calibration = 0.0  # "dense": phi1_s - log Var(dense share_s)
+        self._held = 0.0  # "hold": phi1_s - 2 log eta_s
         self._sgd_direction = _sgd_direction(self.optimizer) if not self.probe.uncovered else None
         self.steps_done = 0
 
@@ -156,15 +158,16 @@ class TrainingRun:
             group["lr"] = lr
         inputs, targets = self._batch()
         exact = self.steps_done % self.config.every == 0
+        record = exact or self.config.estimate == "dense"
         probe = self.probe
-        probe.active, probe.only = True, None if exact else self._estimated_layers
+        probe.active, probe.only = record, None if exact else self._estimated_layers
         losses = per_example_losses(self.model(inputs), targets)
         loss = losses.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         probe.active = False
-        direction = lr > 0 and self._sgd_direction is not None
-        tracked = [] if direction else self._all_params if exact else self._estimated_params
+        direction = record and lr > 0 and self._sgd_direction is not None
+        tracked = [] if direction or not record else self._all_params if exact else self._dense
         before = [self._params[i].detach().clone() for i in tracked]
         self.optimizer.step()
         self.steps_done += 1
@@ -172,23 +175,41 @@ class TrainingRun:
         if not math.isfinite(loss_value):
             probe.clear()
             return StepOutcome(loss_value, math.nan, math.nan)
-        update: list[torch.Tensor | None] = [None] * len(self._params)
-        if direction:  # dw = -lr d exactly, so Var_i(grad f_i^T dw) = lr^2 Var_i(grad f_i^T d)
-            assert self._sgd_direction is not None
-            update = list(self._sgd_direction())
-            log_scale = 2.0 * math.log(lr)
-        else:
-            after = torch._foreach_sub([self._params[i].detach() for i in tracked], before)
-            for i, dw in zip(tracked, after, strict=True):
-                update[i] = dw
-            log_scale = 0.0
-        phi1 = self._phi1(update, inputs, targets, before, exact) + log_scale
+        log_lr2 = 2.0 * math.log(lr) if lr > 0 else -math.inf
+        if record:
+            phi1 = self._measured_phi1(inputs, targets, before, tracked, direction, exact)
+            if direction:  # measured along d, and dw = -lr d
+                phi1 += log_lr2
+            if exact:
+                self._held = phi1 - log_lr2
+        else:  # "hold": only the learning-rate term moves
+            phi1 = max(self._held + log_lr2, math.log(EPS))
         probe.clear()
         if math.isfinite(phi1):
             self.smoother.update(0, phi1)
         phi2 = log_variance(losses)
         self.smoother.update(1, phi2)
         return StepOutcome(loss_value, phi1, phi2)
+
+    def _measured_phi1(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        before: list[torch.Tensor],
+        tracked: list[int],
+        direction: bool,
+        exact: bool,
+    ) -> float:
+        """phi1 from the recorded layers, along ``d`` when ``direction`` else along ``dw``."""
+        update: list[torch.Tensor | None] = [None] * len(self._params)
+        if direction:
+            assert self._sgd_direction is not None
+            update = list(self._sgd_direction())
+        else:
+            after = torch._foreach_sub([self._params[i].detach() for i in tracked], before)
+            for i, dw in zip(tracked, after, strict=True):
+                update[i] = dw
+        return self._phi1(update, inputs, targets, before, exact)
 
     def _phi1(
         self,
@@ -215,13 +236,13 @@ class TrainingRun:
                 params_before=before,
             )
         phi1 = log_variance(derivative)
-        if self.config.every > 1:
+        if self.config.every > 1 and self.config.estimate == "dense":
             if self._estimated_layers is None:
                 dense = self.probe.dense_layers()
                 layers = self.probe.layers
                 chosen = dense if 0 < len(dense) < len(layers) else layers[-1:]
                 self._estimated_layers = frozenset(chosen)
-                self._estimated_params = self.probe.parameter_indices(chosen)
+                self._dense = self.probe.parameter_indices(chosen)
             partial = [v for m, v in shares.items() if m in self._estimated_layers]
             if partial:
                 self._calibration = phi1 - log_variance(_total(partial) * batch)

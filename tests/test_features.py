@@ -607,3 +607,29 @@ def test_every_k_is_exact_every_k_steps_and_calibrated_in_between(
     a1, u1 = expected_smoothing([o.phi1 for o in outcomes], gamma)
     a2, u2 = expected_smoothing([o.phi2 for o in outcomes], gamma)
     assert run.smoother.vector().tolist() == pytest.approx([a1, a2, u1, u2, 1.0], abs=1e-9)
+
+
+def test_hold_estimate_moves_only_the_learning_rate_term(
+    datasets: dict[str, ArrayDataset],
+) -> None:
+    data = datasets["digits"]
+    task = make_task("digits", "cnn", (4, 9, 40), optimizer="adam", momentum=0.0, seed=5)
+    config = FeatureConfig(gamma=0.5, every=3, estimate="hold")
+    run = TrainingRun(task, data, features=config, eval_size=8)
+    exact_run = TrainingRun(task, data, features=FeatureConfig(gamma=0.5), eval_size=8)
+    rates = [1e-3, 2e-3, 5e-4, 1e-3, 3e-3]
+    outcomes = [run.step(lr) for lr in rates]
+    exact = [exact_run.step(lr) for lr in rates]
+    for i in (0, 3):  # exact steps agree with the exact run
+        assert outcomes[i].phi1 == pytest.approx(exact[i].phi1, abs=1e-9)
+    for i, s in ((1, 0), (2, 0), (4, 3)):
+        expected = outcomes[s].phi1 + 2 * math.log(rates[i] / rates[s])
+        assert outcomes[i].phi1 == pytest.approx(expected, abs=1e-9)
+        assert outcomes[i].phi1 != pytest.approx(exact[i].phi1, abs=1e-6)
+    a1, _ = expected_smoothing([o.phi1 for o in outcomes], 0.5)
+    assert run.smoother.vector()[0] == pytest.approx(a1, abs=1e-9)
+
+
+def test_feature_estimate_is_validated() -> None:
+    with pytest.raises(InvalidConfigError, match="'dense', 'hold'"):
+        FeatureConfig(every=2, estimate="interpolate")

@@ -110,7 +110,9 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``optimizer``: ``"sgd"``, ``"rmsprop"`` or ``"adam"``; ``momentum`` for SGD.
     * ``subset_fraction``, ``steps``, ``batch_size``: ``[low, high]`` ranges (uniform).
     * ``lr``: ``[low, high]`` range of ``eta_0`` (log-uniform).
-    * ``gamma``: feature smoothing; ``feature_every``: compute ``phi1`` every k steps.
+    * ``gamma``: feature smoothing; ``feature_every``: compute ``phi1`` exactly every k steps,
+      estimated in between as ``feature_estimate`` says (``"dense"`` or ``"hold"``, see
+      :class:`lrgym.features.FeatureConfig`).
     * ``eval_points`` (S), ``eval_size``; ``test_size`` (``None``: the whole test set).
     * ``relative``: the relative controller ``eta_t = eta_{t-1} exp(theta^T phi_hat)``.
     * ``lr_bounds``: clipping range of eta, default ``[1e-8, 10]``.
@@ -141,6 +143,7 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
         lr: Sequence[float] = (1e-4, 1e-1),
         gamma: float = 0.9,
         feature_every: int = 1,
+        feature_estimate: str = "dense",
         eval_points: int = 10,
         eval_size: int = 1000,
         test_size: int | None = None,
@@ -167,7 +170,7 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
             optimizer=optimizer,
             momentum=momentum,
         )
-        self.features = FeatureConfig(gamma=gamma, every=feature_every)
+        self.features = FeatureConfig(gamma=gamma, every=feature_every, estimate=feature_estimate)
         if eval_points < 2 or eval_size < 1 or (test_size is not None and test_size < 1):
             raise InvalidConfigError(
                 f"eval_points={eval_points!r} must be >= 2, eval_size={eval_size!r} >= 1 and "
