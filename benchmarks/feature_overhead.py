@@ -4,7 +4,8 @@ For tasks sampled from StepSizeControl-MNIST-v0's family (the default MNIST task
 optimiser steps of
   * plain training: forward, mean loss, backward, optimiser step (no features at all);
   * the lrgym loop with exact features (phi1 every step);
-  * the lrgym loop with phi1 exact every k steps, estimated in between ("dense" or "hold"),
+  * the lrgym loop with phi1 exact every k steps, estimated in between ("dense", "last" or
+    "hold", see lrgym.features.FeatureConfig),
 interleaved round by round so machine noise hits all modes alike, and prints each mode's median
 time per step as a ratio to plain training.
 
@@ -30,9 +31,9 @@ import numpy as np
 import torch
 
 from lrgym.data import load_dataset
-from lrgym.features import FeatureConfig
+from lrgym.features import ESTIMATES, FeatureConfig
 from lrgym.registration import ENV_KWARGS
-from lrgym.tasks import TaskFamily, build_model, make_optimizer
+from lrgym.tasks import TaskFamily
 from lrgym.training import TrainingRun
 
 Schedule = Callable[[int], float]
@@ -67,17 +68,6 @@ def lrgym_steps(
     return (time.perf_counter() - begin) / steps, np.array(trace)
 
 
-def plain_run(run: TrainingRun) -> TrainingRun:
-    """A TrainingRun whose model carries no feature hooks, for the plain loop."""
-    run.probe.remove()
-    task = run.task
-    run.model = build_model(
-        task, run.data.input_shape, run.data.num_classes, torch.Generator().manual_seed(task.seed)
-    )
-    run.optimizer = make_optimizer(task, run.model.parameters())
-    return run
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=None)
@@ -94,7 +84,7 @@ def main() -> None:
     data = load_dataset("mnist", data_root=args.data_root, download=False)
     configs = {"exact": FeatureConfig()}
     for k in args.every:
-        for estimate in ("dense", "hold"):
+        for estimate in ESTIMATES:
             configs[f"every-{k}-{estimate}"] = FeatureConfig(every=k, estimate=estimate)
     total = args.steps * args.rounds
     schedules: dict[str, Schedule] = {
@@ -111,7 +101,7 @@ def main() -> None:
         task = replace(family.sample(np.random.default_rng(seed)), steps=total)
         for name, schedule in schedules.items():
             runs = {m: TrainingRun(task, data, features=c) for m, c in configs.items()}
-            plain = plain_run(TrainingRun(task, data))
+            plain = TrainingRun(task, data)  # its model and optimiser, driven plainly
             times: dict[str, list[float]] = {m: [] for m in ["plain", *configs]}
             traces: dict[str, list[np.ndarray]] = {m: [] for m in configs}
             for r in range(args.rounds):

@@ -43,7 +43,7 @@ FEATURE_NAMES = ("avg_phi1", "avg_phi2", "unc_phi1", "unc_phi2", "bias")
 """The entries of ``phi_hat``, in order."""
 
 _COVERED = (nn.Conv2d, nn.Linear)
-ESTIMATES = ("dense", "hold")
+ESTIMATES = ("dense", "last", "hold")
 """How ``phi1`` is estimated between exact steps (see :class:`FeatureConfig`)."""
 
 
@@ -67,6 +67,7 @@ class FeatureConfig:
               ``phi1_t ~ log Var_i(dense share_t) + (phi1_s - log Var_i(dense share_s))``.
               Follows the batch-to-batch variation of ``phi1``; costs the dense layers'
               share every step.
+            * ``"last"``: the same with the last layer's share alone: cheaper, follows less.
             * ``"hold"``: ``phi1_t ~ phi1_s + 2 log(eta_t / eta_s)``: only the learning-rate
               term moves. Costs nothing between exact steps.
     """
@@ -107,24 +108,22 @@ class _Record:
 class DirectionalProbe:
     """Records what ``grad f_i^T dw`` needs from a model's normal forward/backward pass.
 
-    While :attr:`active`, forward hooks on the model's conv and linear layers keep each layer's
-    input and a hook on its output keeps the output gradient (only for the layers in
-    :attr:`only`, when that is set). After ``backward()`` and the optimiser step,
-    :meth:`layer_shares` and :meth:`directional_derivatives` contract them with the update.
+    Between :meth:`start` and :meth:`stop`, forward hooks on the chosen conv and linear layers
+    keep each layer's input, and a hook on its output keeps the output gradient when backward
+    runs. After the optimiser step, :meth:`layer_shares` and :meth:`directional_derivatives`
+    contract them with the update; :meth:`clear` drops them. Outside ``start``/``stop`` the
+    model carries no hooks, so forward passes cost nothing extra.
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.active = False
-        self.only: frozenset[nn.Module] | None = None
         self._records: dict[nn.Module, list[_Record]] = {}
         self._names = [name for name, _ in model.named_parameters()]
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
         covered_ids: set[int] = set()
-        self._handles = []
         for module in model.modules():
             if isinstance(module, _COVERED):
                 covered_ids.update(id(p) for p in module.parameters(recurse=False))
-                self._handles.append(module.register_forward_hook(self._forward_hook))
         params = dict(model.named_parameters())
         self._uncovered = [n for n in self._names if id(params[n]) not in covered_ids]
         self._layers = [
@@ -133,10 +132,20 @@ class DirectionalProbe:
             if isinstance(m, _COVERED)
         ]
 
+    def start(self, layers: Iterable[nn.Module] | None = None) -> None:
+        """Record the given layers (all conv/linear layers if ``None``) from now on."""
+        self.stop()
+        chosen = self.layers if layers is None else tuple(layers)
+        self._handles = [m.register_forward_hook(self._forward_hook) for m in chosen]
+
+    def stop(self) -> None:
+        """Stop recording (what was recorded stays until :meth:`clear`)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
     def _forward_hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor):
-        if not self.active or not out.requires_grad:
-            return
-        if self.only is not None and module not in self.only:
+        if not out.requires_grad:
             return
         record = _Record(inputs[0].detach())
         self._records.setdefault(module, []).append(record)
@@ -149,12 +158,6 @@ class DirectionalProbe:
     def clear(self) -> None:
         """Drop what was recorded (call after each step)."""
         self._records.clear()
-
-    def remove(self) -> None:
-        """Remove the hooks from the model."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
 
     @property
     def layers(self) -> tuple[nn.Module, ...]:
@@ -272,7 +275,9 @@ class DirectionalProbe:
             logits = torch.func.functional_call(self.model, state, (inputs,))
             return per_example_losses(logits, targets)
 
-        active, self.active = self.active, False
+        handles, self._handles = self._handles, []
+        for handle in handles:  # the extra forward passes are not to be recorded
+            handle.remove()
         try:
             result = torch.func.jvp(losses, tuple(values[n] for n in names), tangents)
         except RuntimeError as exc:
@@ -281,8 +286,6 @@ class DirectionalProbe:
                 "Layers that mix examples or update buffers (BatchNorm in train mode) have no "
                 "per-example loss gradient: put them in eval mode or use conv/linear layers."
             ) from exc
-        finally:
-            self.active = active
         return result[1].detach().to(torch.float32)
 
 
@@ -360,14 +363,14 @@ def base_features(
             )
         dws.append(dw.detach().to(param.dtype))
     probe = DirectionalProbe(model)
-    probe.active = True
+    probe.start()
     before = [p.detach() for p in params.values()]
     try:
         with torch.enable_grad():
             losses = per_example_losses(model(inputs), targets)
             trainable = [p for p in params.values() if p.requires_grad]
             grads = torch.autograd.grad(losses.mean(), trainable, allow_unused=True)
-        probe.active = False
+        probe.stop()
         derivative = probe.directional_derivatives(
             dws, batch_size=inputs.shape[0], inputs=inputs, targets=targets, params_before=before
         )
@@ -384,7 +387,8 @@ def base_features(
         if abs(float(derivative.double().sum()) - expected) > 1e-5 * scale:
             derivative = probe.jvp_all(dws, inputs=inputs, targets=targets, params_before=before)
     finally:
-        probe.remove()
+        probe.stop()
+        probe.clear()
     return log_variance(derivative), log_variance(losses)
 
 

@@ -158,14 +158,15 @@ class TrainingRun:
             group["lr"] = lr
         inputs, targets = self._batch()
         exact = self.steps_done % self.config.every == 0
-        record = exact or self.config.estimate == "dense"
+        record = exact or self.config.estimate != "hold"
         probe = self.probe
-        probe.active, probe.only = record, None if exact else self._estimated_layers
+        if record:
+            probe.start(None if exact else self._estimated_layers)
         losses = per_example_losses(self.model(inputs), targets)
+        probe.stop()
         loss = losses.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        probe.active = False
         direction = record and lr > 0 and self._sgd_direction is not None
         tracked = [] if direction or not record else self._all_params if exact else self._dense
         before = [self._params[i].detach().clone() for i in tracked]
@@ -236,11 +237,12 @@ class TrainingRun:
                 params_before=before,
             )
         phi1 = log_variance(derivative)
-        if self.config.every > 1 and self.config.estimate == "dense":
+        if self.config.every > 1 and self.config.estimate != "hold":
             if self._estimated_layers is None:
                 dense = self.probe.dense_layers()
                 layers = self.probe.layers
-                chosen = dense if 0 < len(dense) < len(layers) else layers[-1:]
+                estimate_dense = self.config.estimate == "dense" and 0 < len(dense) < len(layers)
+                chosen = dense if estimate_dense else layers[-1:]
                 self._estimated_layers = frozenset(chosen)
                 self._dense = self.probe.parameter_indices(chosen)
             partial = [v for m, v in shares.items() if m in self._estimated_layers]
@@ -357,7 +359,6 @@ def train(
             diverged = not math.isfinite(measured[t])
     eval_losses = np.array([measured.get(int(s), math.inf) for s in eval_steps])
     test_loss, test_accuracy = (math.nan, math.nan) if diverged else run.evaluate_test(test_size)
-    run.probe.remove()
     return TrainingResult(
         task=task,
         losses=np.asarray(losses, dtype=np.float64),

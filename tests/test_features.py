@@ -567,9 +567,16 @@ def test_feature_config_accepts_edges() -> None:
 
 
 EVERY_K_SETTINGS = {
-    # dataset, architecture, widths, parameters whose share estimates phi1 between exact steps
-    "toy-mlp": ("toy", "mlp", (32, 24), ("5.weight", "5.bias")),  # no spatial conv: last layer
-    "digits-cnn": ("digits", "cnn", (4, 9, 40), ("4.weight", "4.bias", "6.weight", "6.bias")),
+    # dataset, architecture, widths, estimate, parameters whose share estimates phi1
+    "toy-mlp": ("toy", "mlp", (32, 24), "dense", ("5.weight", "5.bias")),  # no spatial conv
+    "digits-cnn": (
+        "digits",
+        "cnn",
+        (4, 9, 40),
+        "dense",
+        ("4.weight", "4.bias", "6.weight", "6.bias"),
+    ),
+    "digits-cnn-last": ("digits", "cnn", (4, 9, 40), "last", ("6.weight", "6.bias")),
 }
 
 
@@ -577,11 +584,12 @@ EVERY_K_SETTINGS = {
 def test_every_k_is_exact_every_k_steps_and_calibrated_in_between(
     setting: str, datasets: dict[str, ArrayDataset], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dataset, architecture, widths, dense = EVERY_K_SETTINGS[setting]
+    dataset, architecture, widths, estimate, dense = EVERY_K_SETTINGS[setting]
     data = datasets[dataset]
     task = make_task(dataset, architecture, widths, optimizer="sgd", momentum=0.9, seed=3)
     gamma = 0.8
-    run = TrainingRun(task, data, features=FeatureConfig(gamma=gamma, every=3), eval_size=8)
+    config = FeatureConfig(gamma=gamma, every=3, estimate=estimate)
+    run = TrainingRun(task, data, features=config, eval_size=8)
     batches = record_batches(run, monkeypatch)
     structure = build_model(task, data.input_shape, data.num_classes, torch.Generator())
     outcomes = []
@@ -631,5 +639,5 @@ def test_hold_estimate_moves_only_the_learning_rate_term(
 
 
 def test_feature_estimate_is_validated() -> None:
-    with pytest.raises(InvalidConfigError, match="'dense', 'hold'"):
+    with pytest.raises(InvalidConfigError, match="'dense', 'last', 'hold'"):
         FeatureConfig(every=2, estimate="interpolate")

@@ -224,7 +224,6 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
         self._task = task
         run = TrainingRun(task, self._data, features=self.features, eval_size=1, device=self.device)
         outcome = run.step(task.eta0)
-        run.probe.remove()
         start = run.smoother.vector() if math.isfinite(outcome.loss) else np.zeros(5)
         start[4] = 1.0
         self._start_obs = self._observation(start)
