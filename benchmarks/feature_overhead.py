@@ -11,9 +11,12 @@ time per step as a ratio to plain training.
 
 Every mode follows the same learning-rate sequence, so all follow the same weight trajectory and
 their smoothed features can be compared: the script prints the correlation over the run of each
-every-k mode's smoothed phi1 (avg_phi1, and unc_phi1) with exact's, for two sequences:
+every-k mode's smoothed phi1 (avg_phi1, and unc_phi1) with exact's, for three sequences:
   * constant: eta = --lr throughout (the hard case: phi1 moves only with the batches);
-  * annealed: cosine decay from --lr to --lr/100 over the run (as a controller that anneals).
+  * annealed: cosine decay from --lr to --lr/100 over the run (as a controller that anneals);
+  * task: the task's own sampled eta_0 throughout; here the correlation is also pooled over all
+    tasks (the spread of the controller's input across the task family).
+Timing ratios are medians over all tasks and sequences.
 
     python benchmarks/feature_overhead.py --data-root ../shared/data
 """
@@ -71,7 +74,7 @@ def lrgym_steps(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=None)
-    parser.add_argument("--tasks", type=int, default=3, help="tasks sampled (seeds 0..n-1)")
+    parser.add_argument("--tasks", type=int, default=4, help="tasks sampled (seeds 0..n-1)")
     parser.add_argument("--steps", type=int, default=100, help="steps timed per mode and round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per task")
     parser.add_argument("--every", type=int, nargs="+", default=[10, 20])
@@ -90,7 +93,9 @@ def main() -> None:
     schedules: dict[str, Schedule] = {
         "constant": lambda t: args.lr,
         "annealed": lambda t: args.lr * (0.01 + 0.99 * (1 + math.cos(math.pi * t / total)) / 2),
+        "task": lambda t: math.nan,  # replaced by the task's eta_0 below
     }
+    pooled: dict[str, list[np.ndarray]] = {m: [] for m in configs}
     ratios: dict[str, list[float]] = {m: [] for m in configs}
     corr: dict[tuple[str, str], list[float]] = {}
     print(
@@ -100,6 +105,8 @@ def main() -> None:
     for seed in range(args.tasks):
         task = replace(family.sample(np.random.default_rng(seed)), steps=total)
         for name, schedule in schedules.items():
+            if name == "task":
+                schedule = lambda t, eta0=task.eta0: eta0  # noqa: E731
             runs = {m: TrainingRun(task, data, features=c) for m, c in configs.items()}
             plain = TrainingRun(task, data)  # its model and optimiser, driven plainly
             times: dict[str, list[float]] = {m: [] for m in ["plain", *configs]}
@@ -113,7 +120,16 @@ def main() -> None:
                     traces[mode].append(trace)
             base = statistics.median(times["plain"])
             exact = np.concatenate(traces["exact"])
-            cells = [f"task {seed} {list(task.widths)} {name}: plain {base * 1e3:.2f} ms"]
+            if not np.all(np.isfinite(exact)):
+                print(f"task {seed} {name}: diverged at eta {schedule(0):.3g}, left out")
+                continue
+            if name == "task":
+                for mode in configs:
+                    pooled[mode].append(np.concatenate(traces[mode]))
+            cells = [
+                f"task {seed} {list(task.widths)} {name} (eta {schedule(0):.2g}): "
+                f"plain {base * 1e3:.2f} ms"
+            ]
             for mode in configs:
                 ratio = statistics.median(times[mode]) / base
                 ratios[mode].append(ratio)
@@ -128,11 +144,17 @@ def main() -> None:
             print("\n    ".join(cells))
     print("\nsummary: median time per step / plain (over tasks and sequences); minimum")
     print("correlation of smoothed phi1 (avg_phi1) with exact, per learning-rate sequence")
+    exact_pool = np.concatenate(pooled["exact"]) if pooled["exact"] else None
     for mode in configs:
         line = f"  {mode:>16}: x{statistics.median(ratios[mode]):.3f}"
         for name in schedules:
             if (mode, name) in corr:
                 line += f"   {name} r >= {min(corr[(mode, name)]):.4f}"
+        if mode != "exact" and exact_pool is not None:
+            pool = np.concatenate(pooled[mode])
+            line += (
+                f"   pooled over tasks r = {np.corrcoef(exact_pool[:, 0], pool[:, 0])[0, 1]:.4f}"
+            )
         print(line)
 
 

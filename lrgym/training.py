@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from lrgym.controllers import Controller, ControlState
 from lrgym.data import ArrayDataset
@@ -162,9 +163,9 @@ class TrainingRun:
         probe = self.probe
         if record:
             probe.start(None if exact else self._estimated_layers)
-        losses = per_example_losses(self.model(inputs), targets)
+        logits = self.model(inputs)
         probe.stop()
-        loss = losses.mean()
+        loss = F.cross_entropy(logits, targets)  # the mean of the losses, as one fused op
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         direction = record and lr > 0 and self._sgd_direction is not None
@@ -188,7 +189,7 @@ class TrainingRun:
         probe.clear()
         if math.isfinite(phi1):
             self.smoother.update(0, phi1)
-        phi2 = log_variance(losses)
+        phi2 = log_variance(per_example_losses(logits.detach(), targets))
         self.smoother.update(1, phi2)
         return StepOutcome(loss_value, phi1, phi2)
 
