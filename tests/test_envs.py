@@ -261,3 +261,19 @@ def test_toy_episode_is_fast(fake_root: Path, mnist_root: Path) -> None:
     env.reset(seed=0)
     env.step(np.zeros(5, dtype=np.float32))
     assert env.unwrapped.last_result.steps_completed >= 40
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("real", [True, False])
+def test_default_mnist_episode_runs_on_the_mnist_files(
+    real: bool, mnist_root: Path, fake_root: Path
+) -> None:
+    """The registered defaults, unchanged but for the data root (real MNIST in CI)."""
+    env = gym.make("StepSizeControl-MNIST-v0", data_root=str(mnist_root if real else fake_root))
+    obs, info = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(np.zeros(5, dtype=np.float32))
+    result = env.unwrapped.last_result
+    assert terminated and not truncated and env.observation_space.contains(obs)
+    assert result.steps_completed == info["task"]["steps"] >= 300
+    assert len(result.eval_losses) == 10 and np.isfinite(reward)
+    assert reward > 0 and info["test_accuracy"] > 0.5  # the net learns
