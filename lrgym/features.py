@@ -231,42 +231,27 @@ class DirectionalProbe:
             total += share
         total *= batch_size
         if self._uncovered:
-            total += self.uncovered_derivatives(
+            total += self.forward_mode_derivatives(
                 update, inputs=inputs, targets=targets, params_before=params_before
             )
         return total
 
-    def uncovered_derivatives(
+    def forward_mode_derivatives(
         self,
         update: Sequence[torch.Tensor],
         *,
         inputs: torch.Tensor,
         targets: torch.Tensor,
         params_before: Sequence[torch.Tensor],
+        every_parameter: bool = False,
     ) -> torch.Tensor:
-        """The share of parameters outside conv/linear layers, by forward-mode AD, ``(B,)``."""
-        return self._jvp(self._uncovered, update, inputs, targets, params_before)
+        """``grad f_i(w)^T dw`` restricted to the parameters outside conv/linear layers (or to
+        every parameter), by forward-mode AD of the per-example losses, shape ``(B,)``.
 
-    def jvp_all(
-        self,
-        update: Sequence[torch.Tensor],
-        *,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
-        params_before: Sequence[torch.Tensor],
-    ) -> torch.Tensor:
-        """``grad f_i(w)^T dw`` by forward-mode AD alone: exact for any model, slower."""
-        return self._jvp(self._names, update, inputs, targets, params_before)
-
-    def _jvp(
-        self,
-        names: Sequence[str],
-        update: Sequence[torch.Tensor],
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
-        params_before: Sequence[torch.Tensor],
-    ) -> torch.Tensor:
-        """Forward-mode derivative of the per-example losses along ``dw`` of ``names`` only."""
+        Exact for any model whose per-example losses are independent of each other; slower
+        than the contraction.
+        """
+        names = self._names if every_parameter else self._uncovered
         values = dict(zip(self._names, params_before, strict=True))
         tangents = tuple(update[self._names.index(n)] for n in names)
 
@@ -275,9 +260,7 @@ class DirectionalProbe:
             logits = torch.func.functional_call(self.model, state, (inputs,))
             return per_example_losses(logits, targets)
 
-        handles, self._handles = self._handles, []
-        for handle in handles:  # the extra forward passes are not to be recorded
-            handle.remove()
+        self.stop()  # the extra forward passes are not to be recorded
         try:
             result = torch.func.jvp(losses, tuple(values[n] for n in names), tangents)
         except RuntimeError as exc:
@@ -385,7 +368,9 @@ def base_features(
         )
         scale = float(derivative.abs().double().sum()) + abs(expected) + 1e-30
         if abs(float(derivative.double().sum()) - expected) > 1e-5 * scale:
-            derivative = probe.jvp_all(dws, inputs=inputs, targets=targets, params_before=before)
+            derivative = probe.forward_mode_derivatives(
+                dws, inputs=inputs, targets=targets, params_before=before, every_parameter=True
+            )
     finally:
         probe.stop()
         probe.clear()

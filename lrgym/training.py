@@ -231,7 +231,7 @@ class TrainingRun:
         shares = self.probe.layer_shares(update)
         derivative = _total(shares.values()) * batch
         if self.probe.uncovered:
-            derivative += self.probe.uncovered_derivatives(
+            derivative += self.probe.forward_mode_derivatives(
                 update,  # type: ignore[arg-type]  # complete on exact steps
                 inputs=inputs,
                 targets=targets,
