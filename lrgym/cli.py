@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -83,17 +82,13 @@ def _run(args: argparse.Namespace) -> int:
             continue
         print(
             f"{episode:>3} {task['eta0']:>9.2e} {task['steps']:>5} {float(reward):>8.4f} "
-            f"{info['final_train_loss']:>10.4f} {_fmt(info['test_accuracy']):>8} "
+            f"{info['final_train_loss']:>10.4f} {info['test_accuracy']:>8.4f} "
             f"{info['diverged']!s:>8} {seconds:>7.2f}"
         )
     if not args.json:
         print(f"mean reward {np.mean(rewards):.4f} over {args.episodes} episodes")
     env.close()
     return 0
-
-
-def _fmt(value: float) -> str:
-    return "nan" if math.isnan(value) else f"{value:.4f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -49,6 +49,36 @@ class StepOutcome:
 
 
 @dataclass(frozen=True, eq=False)
+class Curves:
+    """A run's curves, one object, so that vector environments can batch ``info`` (runs differ
+    in length) and checkers can compare two runs (NaN equals NaN here).
+
+    Attributes:
+        losses: mini-batch loss of each completed step, ``(n,)`` float64.
+        learning_rates: learning rate of each completed step, ``(n,)``.
+        features: ``phi_hat`` after each completed step, ``(n, 5)``.
+        raw_features: ``(phi1, phi2)`` of each completed step, ``(n, 2)``.
+        eval_steps: the steps after which ``E`` was measured (0 = before training), ``(S,)``.
+        eval_losses: ``E`` at those steps, ``(S,)``; ``inf`` after a divergence.
+    """
+
+    losses: np.ndarray
+    learning_rates: np.ndarray
+    features: np.ndarray
+    raw_features: np.ndarray
+    eval_steps: np.ndarray
+    eval_losses: np.ndarray
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Curves):
+            return NotImplemented
+        pairs = ((getattr(self, f.name), getattr(other, f.name)) for f in fields(self))
+        return all(np.array_equal(a, b, equal_nan=a.dtype.kind == "f") for a, b in pairs)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, eq=False)
 class TrainingResult:
     """Everything a training run measured.
 
@@ -60,8 +90,9 @@ class TrainingResult:
         raw_features: ``(phi1, phi2)`` of each completed step, ``(n, 2)``; NaN where skipped.
         eval_steps: the steps after which ``E`` was measured (0 = before training), ``(S,)``.
         eval_losses: ``E`` at those steps, ``(S,)``; ``inf`` after a divergence.
-        test_loss: mean test loss at the end (NaN if diverged).
-        test_accuracy: test accuracy at the end, in ``[0, 1]`` (NaN if diverged).
+        test_loss: mean test loss at the end (``inf`` if diverged).
+        test_accuracy: test accuracy at the end, in ``[0, 1]`` (0 if diverged: a diverged
+            network is scored as useless rather than measured).
         diverged: whether a non-finite loss ended the run.
         wall_time: seconds the run took.
     """
@@ -92,6 +123,18 @@ class TrainingResult:
     def final_features(self) -> np.ndarray:
         """``phi_hat`` at the end of the run, ``(5,)``."""
         return self.features[-1]
+
+    @property
+    def curves(self) -> Curves:
+        """The per-step and evaluation curves as one :class:`Curves` object."""
+        return Curves(
+            self.losses,
+            self.learning_rates,
+            self.features,
+            self.raw_features,
+            self.eval_steps,
+            self.eval_losses,
+        )
 
 
 class TrainingRun:
@@ -359,7 +402,8 @@ def train(
             measured[t] = run.evaluate_train()
             diverged = not math.isfinite(measured[t])
     eval_losses = np.array([measured.get(int(s), math.inf) for s in eval_steps])
-    test_loss, test_accuracy = (math.nan, math.nan) if diverged else run.evaluate_test(test_size)
+    eval_losses[~np.isfinite(eval_losses)] = math.inf
+    test_loss, test_accuracy = (math.inf, 0.0) if diverged else run.evaluate_test(test_size)
     return TrainingResult(
         task=task,
         losses=np.asarray(losses, dtype=np.float64),

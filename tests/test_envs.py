@@ -67,9 +67,11 @@ def test_same_seed_same_action_is_bit_identical(
         assert terminated and not truncated
     (a0, a, ra, ia), (b0, b, rb, ib) = outcomes
     assert np.array_equal(a0, b0) and np.array_equal(a, b) and ra == rb
-    for key in ("losses", "learning_rates", "features", "eval_losses"):
-        assert np.array_equal(ia[key], ib[key], equal_nan=True), key
-    assert ia["task"] == ib["task"]
+    for key in ("losses", "learning_rates", "features", "raw_features", "eval_losses"):
+        assert np.array_equal(
+            getattr(ia["curves"], key), getattr(ib["curves"], key), equal_nan=True
+        )
+    assert ia["curves"] == ib["curves"] and ia["task"] == ib["task"]
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -90,19 +92,20 @@ def test_observations_lie_in_the_space_and_reset_matches_the_first_step(
     assert env.observation_space.contains(obs)
     assert np.isfinite(reward)
     # the starting observation is phi_hat after the first step, which eta_0 drives
-    np.testing.assert_array_equal(obs0, info["features"][0].astype(np.float32))
-    assert info["learning_rates"][0] == info0["task"]["eta0"]
+    np.testing.assert_array_equal(obs0, info["curves"].features[0].astype(np.float32))
+    assert info["curves"].learning_rates[0] == info0["task"]["eta0"]
 
 
 def test_reward_is_the_papers_formula(fake_root: Path, mnist_root: Path) -> None:
     env = make("StepSizeControl-Toy-v0", fake_root, mnist_root, eval_points=6)
     env.reset(seed=3)
     _, reward, *_, info = env.step(np.zeros(5, dtype=np.float32))
-    losses = info["eval_losses"]
+    losses = info["curves"].eval_losses
     assert len(losses) == 6 and not info["diverged"]
     expected = -np.mean(np.diff(np.log(losses)))
     assert reward == pytest.approx(expected, rel=1e-12)
-    assert info["eval_steps"][0] == 0 and info["eval_steps"][-1] == info["task"]["steps"]
+    steps = info["curves"].eval_steps
+    assert steps[0] == 0 and steps[-1] == info["task"]["steps"]
 
 
 def test_seeds_sample_different_tasks_and_unseeded_resets_continue(
@@ -185,7 +188,8 @@ def test_divergence_gives_the_finite_penalty(fake_root: Path, mnist_root: Path) 
     assert reward == -2.5
     assert env.observation_space.contains(obs) and np.all(np.isfinite(obs))
     assert info["steps_completed"] < 30
-    assert np.isinf(info["eval_losses"][-1])
+    assert np.isinf(info["curves"].eval_losses[-1]) and np.isinf(info["final_train_loss"])
+    assert info["test_loss"] == np.inf and info["test_accuracy"] == 0.0
 
 
 @pytest.mark.parametrize(
@@ -277,3 +281,44 @@ def test_default_mnist_episode_runs_on_the_mnist_files(
     assert result.steps_completed == info["task"]["steps"] >= 300
     assert len(result.eval_losses) == 10 and np.isfinite(reward)
     assert reward > 0 and info["test_accuracy"] > 0.5  # the net learns
+
+
+def test_vector_env_with_same_step_autoreset_batches_runs_of_different_lengths() -> None:
+    from gymnasium.vector import AutoresetMode
+
+    envs = gym.make_vec(
+        "StepSizeControl-Toy-v0",
+        num_envs=2,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+    )
+    obs, _ = envs.reset(seed=0)
+    for _ in range(2):  # every step is a whole episode, and the next task starts at once
+        obs, reward, terminated, truncated, info = envs.step(np.zeros((2, 5), dtype=np.float32))
+        assert obs.shape == (2, 5) and np.all(np.isfinite(reward)) and terminated.all()
+        assert not truncated.any()
+        final = info["final_info"]  # same-step autoreset: info is the next reset's
+        lengths = [len(c.losses) for c in final["curves"]]
+        assert lengths == list(final["steps_completed"]) and "task" in info
+    envs.close()
+
+
+def test_diverged_runs_still_pass_the_determinism_check(fake_root: Path, mnist_root: Path) -> None:
+    env = make("StepSizeControl-Toy-v0", fake_root, mnist_root, lr_bounds=[1e-8, 1e6]).unwrapped
+    bias = np.array([0, 0, 0, 0, 1], dtype=np.float32)  # eta = e^5: diverges
+    env.action_space = gym.spaces.Box(bias, bias, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gym_check_env(env, skip_render_check=True)
+    env.reset(seed=0)
+    assert env.step(bias)[4]["diverged"]
+
+
+def test_sb3_agent_can_learn_on_the_env() -> None:
+    from stable_baselines3 import A2C
+
+    env = gym.make("StepSizeControl-Toy-v0", steps=[10, 20])
+    model = A2C("MlpPolicy", env, n_steps=4, seed=0, device="cpu")
+    model.learn(total_timesteps=8)
+    action, _ = model.predict(env.reset(seed=1)[0], deterministic=True)
+    assert env.action_space.contains(action)

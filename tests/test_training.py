@@ -77,7 +77,8 @@ def test_divergence_stops_the_run() -> None:
     result = train(toy_task(steps=50), ConstantController(1e5), load_dataset("toy"), eval_points=5)
     assert result.diverged and result.steps_completed < 50
     assert not np.isfinite(result.losses[-1])
-    assert np.isinf(result.eval_losses[-1]) and math.isnan(result.test_accuracy)
+    assert np.isinf(result.eval_losses[-1])
+    assert result.test_loss == math.inf and result.test_accuracy == 0.0
 
 
 def test_evaluation_steps_are_evenly_spaced() -> None:

@@ -89,10 +89,13 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Episode End
 
     Every ``step`` ends the episode (``terminated=True``, ``truncated=False``); call ``reset``
-    for the next task. ``info`` holds the task (``info["task"]``), the curves (``losses``,
-    ``learning_rates``, ``features``, ``eval_steps``, ``eval_losses``), ``final_train_loss``,
-    ``test_loss``, ``test_accuracy``, ``diverged`` and ``theta``; the wall time (not
-    reproducible, so not in ``info``) is ``env.unwrapped.last_result.wall_time``.
+    for the next task. ``info`` holds the task (``info["task"]``, a dict), ``theta``,
+    ``action_clipped``, ``reward``, ``diverged``, ``steps_completed``, ``final_train_loss``,
+    ``test_loss`` and ``test_accuracy`` (``inf`` and 0 for a diverged run), and
+    ``info["curves"]``, a :class:`lrgym.training.Curves` with the per-step ``losses``,
+    ``learning_rates``, ``features``, ``raw_features`` and the evaluation points
+    ``eval_steps``, ``eval_losses`` (one object, so vector envs can batch runs of different
+    lengths). The wall time, not reproducible, is ``env.unwrapped.last_result.wall_time``.
 
     ## Arguments
 
@@ -305,9 +308,5 @@ def _info(
         "final_train_loss": result.final_train_loss,
         "test_loss": result.test_loss,
         "test_accuracy": result.test_accuracy,
-        "losses": result.losses,
-        "learning_rates": result.learning_rates,
-        "features": result.features,
-        "eval_steps": result.eval_steps,
-        "eval_losses": result.eval_losses,
+        "curves": result.curves,
     }
