@@ -322,3 +322,19 @@ def test_sb3_agent_can_learn_on_the_env() -> None:
     model.learn(total_timesteps=8)
     action, _ = model.predict(env.reset(seed=1)[0], deterministic=True)
     assert env.action_space.contains(action)
+
+
+def test_results_reproduce_in_a_fresh_process() -> None:
+    code = (
+        "import json, gymnasium as gym, numpy as np, lrgym\n"
+        "env = gym.make('StepSizeControl-Digits-v0', steps=[20, 30])\n"
+        "env.reset(seed=4)\n"
+        "_, r, *_, info = env.step(np.full(5, 0.1, dtype=np.float32))\n"
+        "print(json.dumps([r, info['curves'].losses.tolist()]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    reward, losses = json.loads(out.stdout)
+    env = gym.make("StepSizeControl-Digits-v0", steps=[20, 30])
+    env.reset(seed=4)
+    _, here, *_, info = env.step(np.full(5, 0.1, dtype=np.float32))
+    assert reward == here and losses == info["curves"].losses.tolist()
