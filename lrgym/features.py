@@ -389,20 +389,15 @@ class FeatureSmoother:
         self.average = [math.nan, math.nan]
         self.uncertainty = [0.0, 0.0]
 
-    def update(self, index: int, value: float, gamma: float | None = None) -> None:
+    def update(self, index: int, value: float) -> None:
         """Fold a new raw value of feature ``index`` (0: phi1, 1: phi2) into its statistics."""
-        g = self.gamma if gamma is None else gamma
+        g = self.gamma
         if math.isnan(self.average[index]):
             self.average[index] = value
             return
         self.average[index] = g * self.average[index] + (1.0 - g) * value
         deviation = value - self.average[index]
         self.uncertainty[index] = g * self.uncertainty[index] + (1.0 - g) * deviation**2
-
-    @property
-    def ready(self) -> bool:
-        """Whether both features have been observed."""
-        return not (math.isnan(self.average[0]) or math.isnan(self.average[1]))
 
     def vector(self) -> np.ndarray:
         """``phi_hat = [a1, a2, u1, u2, 1]`` as float64, shape ``(5,)``."""

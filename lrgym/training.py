@@ -179,7 +179,7 @@ class TrainingRun:
         self.smoother = FeatureSmoother(self.config.gamma)
         self._all_params = list(range(len(self._params)))
         self._estimated_layers: frozenset[torch.nn.Module] | None = None
-        self._dense: list[int] = []  # parameters of the estimated layers
+        self._estimated_params: list[int] = []  # parameters of the estimated layers
         self._calibration = 0.0  # "dense": phi1_s - log Var(dense share_s)
         self._held = 0.0  # "hold": phi1_s - 2 log eta_s
         self._sgd_direction = _sgd_direction(self.optimizer) if not self.probe.uncovered else None
@@ -212,7 +212,10 @@ class TrainingRun:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         direction = record and lr > 0 and self._sgd_direction is not None
-        tracked = [] if direction or not record else self._all_params if exact else self._dense
+        if direction or not record:
+            tracked: list[int] = []  # dw is read from the optimiser, or not needed
+        else:
+            tracked = self._all_params if exact else self._estimated_params
         before = [self._params[i].detach().clone() for i in tracked]
         self.optimizer.step()
         self.steps_done += 1
@@ -222,7 +225,7 @@ class TrainingRun:
             return StepOutcome(loss_value, math.nan, math.nan)
         log_lr2 = 2.0 * math.log(lr) if lr > 0 else -math.inf
         if record:
-            phi1 = self._measured_phi1(inputs, targets, before, tracked, direction, exact)
+            phi1 = self._phi1_from_records(inputs, targets, before, tracked, direction, exact)
             if direction:  # measured along d, and dw = -lr d
                 phi1 += log_lr2
             if exact:
@@ -236,7 +239,7 @@ class TrainingRun:
         self.smoother.update(1, phi2)
         return StepOutcome(loss_value, phi1, phi2)
 
-    def _measured_phi1(
+    def _phi1_from_records(
         self,
         inputs: torch.Tensor,
         targets: torch.Tensor,
@@ -254,9 +257,9 @@ class TrainingRun:
             after = torch._foreach_sub([self._params[i].detach() for i in tracked], before)
             for i, dw in zip(tracked, after, strict=True):
                 update[i] = dw
-        return self._phi1(update, inputs, targets, before, exact)
+        return self._contract_phi1(update, inputs, targets, before, exact)
 
-    def _phi1(
+    def _contract_phi1(
         self,
         update: list[torch.Tensor | None],
         inputs: torch.Tensor,
@@ -288,7 +291,7 @@ class TrainingRun:
                 estimate_dense = self.config.estimate == "dense" and 0 < len(dense) < len(layers)
                 chosen = dense if estimate_dense else layers[-1:]
                 self._estimated_layers = frozenset(chosen)
-                self._dense = self.probe.parameter_indices(chosen)
+                self._estimated_params = self.probe.parameter_indices(chosen)
             partial = [v for m, v in shares.items() if m in self._estimated_layers]
             if partial:
                 self._calibration = phi1 - log_variance(_total(partial) * batch)
