@@ -206,6 +206,7 @@ def test_divergence_gives_the_finite_penalty(fake_root: Path, mnist_root: Path) 
         ({"theta_scale": [1, 1, 1, 1, 0]}, "theta_scale="),
         ({"lr_bounds": [1.0, 0.1]}, "lr_bounds="),
         ({"eval_points": 1}, "eval_points=1"),
+        ({"lr": [1e-3, 100.0]}, "must lie inside lr_bounds"),
         ({"architecture": "cnn", "widths": None}, "use architecture='mlp'"),
     ],
 )
@@ -338,3 +339,11 @@ def test_results_reproduce_in_a_fresh_process() -> None:
     env.reset(seed=4)
     _, here, *_, info = env.step(np.full(5, 0.1, dtype=np.float32))
     assert reward == here and losses == info["curves"].losses.tolist()
+
+
+def test_observation_stays_finite_when_the_first_update_blows_up() -> None:
+    env = gym.make("StepSizeControl-Toy-v0", lr=[1e5, 1e5], lr_bounds=[1e-8, 1e6])
+    obs, _ = env.reset(seed=0)
+    assert np.all(np.isfinite(obs)) and env.observation_space.contains(obs)
+    obs, reward, *_ = env.step(np.zeros(5, dtype=np.float32))
+    assert np.all(np.isfinite(obs)) and np.isfinite(reward)

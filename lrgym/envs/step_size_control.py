@@ -186,6 +186,11 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
         if np.any(self.theta_scale <= 0):
             raise InvalidConfigError(f"theta_scale={theta_scale!r} must be positive")
         LogLinearController(self.theta_center, lr_bounds=lr_bounds)  # validates lr_bounds
+        if not lr_bounds[0] <= self.family.lr[0] <= self.family.lr[1] <= lr_bounds[1]:
+            raise InvalidConfigError(
+                f"lr={list(lr)!r} (the range of eta_0) must lie inside lr_bounds="
+                f"{list(lr_bounds)!r}; widen lr_bounds or narrow lr"
+            )
         self.eval_points, self.eval_size, self.test_size = eval_points, eval_size, test_size
         self.relative, self.lr_bounds = bool(relative), tuple(float(b) for b in lr_bounds)
         self.divergence_penalty = float(divergence_penalty)
@@ -285,7 +290,8 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
         return array.astype(np.float64)
 
     def _observation(self, phi_hat: np.ndarray) -> np.ndarray:
-        return np.clip(phi_hat, OBS_LOW, OBS_HIGH).astype(np.float32)
+        # a feature never measured (NaN: the very first update was not finite) reads as 0
+        return np.clip(np.nan_to_num(phi_hat, nan=0.0), OBS_LOW, OBS_HIGH).astype(np.float32)
 
 
 def _vector(name: str, value: Sequence[float]) -> np.ndarray:
