@@ -62,12 +62,13 @@ def plain_steps(run: TrainingRun, steps: int, schedule: Schedule, start: int) ->
 def lrgym_steps(
     run: TrainingRun, steps: int, schedule: Schedule, start: int
 ) -> tuple[float, np.ndarray]:
-    """Seconds per step of the lrgym loop, and the smoothed features after each step."""
+    """Seconds per step of the lrgym loop, and the smoothed features after each step (NaN
+    once the run diverged)."""
     trace = []
     begin = time.perf_counter()
     for t in range(start, start + steps):
-        run.step(schedule(t))
-        trace.append(run.smoother.vector())
+        loss = run.step(schedule(t)).loss
+        trace.append(run.smoother.vector() if math.isfinite(loss) else np.full(5, np.nan))
     return (time.perf_counter() - begin) / steps, np.array(trace)
 
 
