@@ -28,15 +28,16 @@ def draw_curves(
     loss_axes.set(title="training loss", xlabel="step", yscale="log")
     lr_axes.set(title="learning rate", xlabel="step", yscale="log")
     if result is not None and result.steps_completed:
+        curves = result.curves
         steps = np.arange(1, result.steps_completed + 1)
-        finite = np.isfinite(result.losses) & (result.losses > 0)
-        loss_axes.plot(steps[finite], result.losses[finite], lw=0.8, label="mini-batch")
-        measured = np.isfinite(result.eval_losses)
+        finite = np.isfinite(curves.losses) & (curves.losses > 0)
+        loss_axes.plot(steps[finite], curves.losses[finite], lw=0.8, label="mini-batch")
+        measured = np.isfinite(curves.eval_losses)
         loss_axes.plot(
-            result.eval_steps[measured], result.eval_losses[measured], "o-", label="eval sample"
+            curves.eval_steps[measured], curves.eval_losses[measured], "o-", label="eval sample"
         )
         loss_axes.legend(loc="upper right")
-        lr_axes.plot(steps, result.learning_rates, lw=0.8)
+        lr_axes.plot(steps, curves.learning_rates, lw=0.8)
         if result.diverged:
             figure.suptitle("diverged", color="red")
     else:

@@ -84,12 +84,7 @@ class TrainingResult:
 
     Attributes:
         task: the task that was run.
-        losses: mini-batch loss of each completed step, ``(n,)`` float64.
-        learning_rates: learning rate of each completed step, ``(n,)``.
-        features: ``phi_hat`` after each completed step, ``(n, 5)``.
-        raw_features: ``(phi1, phi2)`` of each completed step, ``(n, 2)``; NaN where skipped.
-        eval_steps: the steps after which ``E`` was measured (0 = before training), ``(S,)``.
-        eval_losses: ``E`` at those steps, ``(S,)``; ``inf`` after a divergence.
+        curves: the per-step and evaluation curves.
         test_loss: mean test loss at the end (``inf`` if diverged).
         test_accuracy: test accuracy at the end, in ``[0, 1]`` (0 if diverged: a diverged
             network is scored as useless rather than measured).
@@ -98,12 +93,7 @@ class TrainingResult:
     """
 
     task: Task
-    losses: np.ndarray
-    learning_rates: np.ndarray
-    features: np.ndarray
-    raw_features: np.ndarray
-    eval_steps: np.ndarray
-    eval_losses: np.ndarray
+    curves: Curves
     test_loss: float
     test_accuracy: float
     diverged: bool
@@ -112,29 +102,12 @@ class TrainingResult:
     @property
     def steps_completed(self) -> int:
         """Number of optimiser steps taken."""
-        return int(self.losses.shape[0])
+        return int(self.curves.losses.shape[0])
 
     @property
     def final_train_loss(self) -> float:
         """``E`` at the last evaluation point."""
-        return float(self.eval_losses[-1])
-
-    @property
-    def final_features(self) -> np.ndarray:
-        """``phi_hat`` at the end of the run, ``(5,)``."""
-        return self.features[-1]
-
-    @property
-    def curves(self) -> Curves:
-        """The per-step and evaluation curves as one :class:`Curves` object."""
-        return Curves(
-            self.losses,
-            self.learning_rates,
-            self.features,
-            self.raw_features,
-            self.eval_steps,
-            self.eval_losses,
-        )
+        return float(self.curves.eval_losses[-1])
 
 
 class TrainingRun:
@@ -407,14 +380,17 @@ def train(
     eval_losses = np.array([measured.get(int(s), math.inf) for s in eval_steps])
     eval_losses[~np.isfinite(eval_losses)] = math.inf
     test_loss, test_accuracy = (math.inf, 0.0) if diverged else run.evaluate_test(test_size)
-    return TrainingResult(
-        task=task,
+    curves = Curves(
         losses=np.asarray(losses, dtype=np.float64),
         learning_rates=np.asarray(rates, dtype=np.float64),
         features=np.asarray(phi_hat, dtype=np.float64).reshape(-1, 5),
         raw_features=np.asarray(raw, dtype=np.float64).reshape(-1, 2),
         eval_steps=eval_steps,
         eval_losses=eval_losses,
+    )
+    return TrainingResult(
+        task=task,
+        curves=curves,
         test_loss=test_loss,
         test_accuracy=test_accuracy,
         diverged=diverged,

@@ -280,7 +280,7 @@ def test_default_mnist_episode_runs_on_the_mnist_files(
     result = env.unwrapped.last_result
     assert terminated and not truncated and env.observation_space.contains(obs)
     assert result.steps_completed == info["task"]["steps"] >= 300
-    assert len(result.eval_losses) == 10 and np.isfinite(reward)
+    assert len(result.curves.eval_losses) == 10 and np.isfinite(reward)
     assert reward > 0 and info["test_accuracy"] > 0.5  # the net learns
 
 

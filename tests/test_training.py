@@ -34,11 +34,13 @@ def toy_task(**changes: object) -> Task:
 def test_result_curves_have_one_entry_per_step() -> None:
     result = train(toy_task(), ConstantController(), load_dataset("toy"), eval_points=4)
     assert result.steps_completed == 30 and not result.diverged
-    assert result.learning_rates.shape == (30,) and np.all(result.learning_rates == 0.05)
-    assert result.features.shape == (30, 5) and np.all(result.features[:, 4] == 1.0)
-    assert result.raw_features.shape == (30, 2)
-    assert list(result.eval_steps) == [0, 10, 20, 30]
-    assert result.eval_losses[-1] < result.eval_losses[0]
+    assert result.curves.learning_rates.shape == (30,) and np.all(
+        result.curves.learning_rates == 0.05
+    )
+    assert result.curves.features.shape == (30, 5) and np.all(result.curves.features[:, 4] == 1.0)
+    assert result.curves.raw_features.shape == (30, 2)
+    assert list(result.curves.eval_steps) == [0, 10, 20, 30]
+    assert result.curves.eval_losses[-1] < result.curves.eval_losses[0]
     assert 0.0 <= result.test_accuracy <= 1.0 and result.wall_time > 0
 
 
@@ -52,16 +54,16 @@ def test_controller_sees_the_previous_features_and_rate() -> None:
 
     result = train(toy_task(steps=5), Recorder(), load_dataset("toy"))
     assert seen[0].features is None and seen[0].previous_lr == 0.05
-    for before, after, row in zip(seen, seen[1:], result.features, strict=False):
+    for before, after, row in zip(seen, seen[1:], result.curves.features, strict=False):
         np.testing.assert_array_equal(after.features, row)
         assert after.previous_lr == pytest.approx(0.01 * before.step)
-    np.testing.assert_allclose(result.learning_rates, 0.01 * np.arange(1, 6))
+    np.testing.assert_allclose(result.curves.learning_rates, 0.01 * np.arange(1, 6))
 
 
 def test_log_linear_bias_only_controller_is_a_constant_rate_after_step_one() -> None:
     theta = [0.0, 0.0, 0.0, 0.0, math.log(0.02)]
     result = train(toy_task(steps=6), LogLinearController(theta), load_dataset("toy"))
-    np.testing.assert_allclose(result.learning_rates, [0.05] + [0.02] * 5)
+    np.testing.assert_allclose(result.curves.learning_rates, [0.05] + [0.02] * 5)
 
 
 def test_a_bad_learning_rate_from_a_controller_is_named() -> None:
@@ -76,8 +78,8 @@ def test_a_bad_learning_rate_from_a_controller_is_named() -> None:
 def test_divergence_stops_the_run() -> None:
     result = train(toy_task(steps=50), ConstantController(1e5), load_dataset("toy"), eval_points=5)
     assert result.diverged and result.steps_completed < 50
-    assert not np.isfinite(result.losses[-1])
-    assert np.isinf(result.eval_losses[-1])
+    assert not np.isfinite(result.curves.losses[-1])
+    assert np.isinf(result.curves.eval_losses[-1])
     assert result.test_loss == math.inf and result.test_accuracy == 0.0
 
 

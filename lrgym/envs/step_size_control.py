@@ -259,9 +259,11 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
         )
         self._task, self.last_result = None, result
         reward = log_loss_decrease(
-            result.eval_losses.tolist(), diverged=result.diverged, penalty=self.divergence_penalty
+            result.curves.eval_losses.tolist(),
+            diverged=result.diverged,
+            penalty=self.divergence_penalty,
         )
-        final = result.features[-1] if result.steps_completed else np.full(5, np.nan)
+        final = result.curves.features[-1] if result.steps_completed else np.full(5, np.nan)
         obs = self._observation(final) if np.all(np.isfinite(final)) else self._start_obs.copy()
         info = _info(result, theta, bool(np.any(clipped != normalised)), reward)
         return obs, reward, True, False, info
