@@ -21,7 +21,7 @@ from lrgym.errors import (
 from lrgym.features import FeatureConfig, base_features
 from lrgym.registration import ENV_KWARGS, register_envs
 from lrgym.tasks import Task, TaskFamily
-from lrgym.training import TrainingResult, train
+from lrgym.training import Curves, TrainingResult, train
 
 __version__ = "0.1.0"
 
@@ -30,6 +30,7 @@ __all__ = [
     "ConstantController",
     "ControlState",
     "Controller",
+    "Curves",
     "DatasetCorruptError",
     "DatasetNotFoundError",
     "FeatureConfig",
