@@ -112,10 +112,10 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``widths``: ``[low, high]`` per sampled layer, or ``None`` for the architecture default.
     * ``optimizer``: ``"sgd"``, ``"rmsprop"`` or ``"adam"``; ``momentum`` for SGD.
     * ``subset_fraction``, ``steps``, ``batch_size``: ``[low, high]`` ranges (uniform).
-    * ``lr``: ``[low, high]`` range of ``eta_0`` (log-uniform).
+    * ``lr``: ``[low, high]`` range of ``eta_0`` (log-uniform), inside ``lr_bounds``.
     * ``gamma``: feature smoothing; ``feature_every``: compute ``phi1`` exactly every k steps,
-      estimated in between as ``feature_estimate`` says (``"dense"`` or ``"hold"``, see
-      :class:`lrgym.features.FeatureConfig`).
+      estimated in between as ``feature_estimate`` says (``"dense"``, ``"last"`` or
+      ``"hold"``, see :class:`lrgym.features.FeatureConfig`).
     * ``eval_points`` (S), ``eval_size``; ``test_size`` (``None``: the whole test set).
     * ``relative``: the relative controller ``eta_t = eta_{t-1} exp(theta^T phi_hat)``.
     * ``lr_bounds``: clipping range of eta, default ``[1e-8, 10]``.
