@@ -216,6 +216,7 @@ class DirectionalProbe:
         inputs: torch.Tensor,
         targets: torch.Tensor,
         params_before: Sequence[torch.Tensor],
+        shares: Mapping[nn.Module, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """``grad f_i(w)^T dw`` for every example of the recorded batch, shape ``(B,)``.
 
@@ -225,11 +226,11 @@ class DirectionalProbe:
             inputs: the batch (used only when some parameters are not in conv/linear layers).
             targets: the labels (likewise).
             params_before: the parameters ``w`` at which the batch was evaluated (likewise).
+            shares: :meth:`layer_shares` of ``update`` when the caller has them already.
         """
-        total = torch.zeros(batch_size, dtype=torch.float32, device=inputs.device)
-        for share in self.layer_shares(update).values():
-            total += share
-        total *= batch_size
+        if shares is None:
+            shares = self.layer_shares(update)
+        total = sum_shares(shares.values(), batch_size, device=inputs.device)
         if self._uncovered:
             total += self.forward_mode_derivatives(
                 update, inputs=inputs, targets=targets, params_before=params_before
@@ -270,6 +271,17 @@ class DirectionalProbe:
                 "per-example loss gradient: put them in eval mode or use conv/linear layers."
             ) from exc
         return result[1].detach().to(torch.float32)
+
+
+def sum_shares(
+    shares: Iterable[torch.Tensor], batch_size: int, *, device: torch.device | None = None
+) -> torch.Tensor:
+    """``B`` times the sum of layer shares (see :meth:`DirectionalProbe.layer_shares`): the
+    layers' part of ``grad f_i^T dw``, shape ``(B,)`` float32 (zeros for no shares)."""
+    total = torch.zeros(batch_size, dtype=torch.float32, device=device)
+    for share in shares:
+        total += share
+    return total.mul_(batch_size)
 
 
 def _is_dense(grad: torch.Tensor) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -33,6 +33,7 @@ from lrgym.features import (
     FeatureSmoother,
     log_variance,
     per_example_losses,
+    sum_shares,
 )
 from lrgym.tasks import Task, build_model, make_optimizer
 
@@ -242,20 +243,22 @@ class TrainingRun:
     ) -> float:
         """Exact phi1, or on in-between steps the calibrated dense-layer estimate."""
         batch = inputs.shape[0]
+        shares = self.probe.layer_shares(update)
         if not exact:
-            shares = self.probe.layer_shares(update)
             if not shares:
                 return math.nan
-            return log_variance(_total(shares.values()) * batch) + self._calibration
-        shares = self.probe.layer_shares(update)
-        derivative = _total(shares.values()) * batch
-        if self.probe.uncovered:
-            derivative += self.probe.forward_mode_derivatives(
-                update,  # type: ignore[arg-type]  # complete on exact steps
-                inputs=inputs,
-                targets=targets,
-                params_before=before,
+            return (
+                log_variance(sum_shares(shares.values(), batch, device=inputs.device))
+                + self._calibration
             )
+        derivative = self.probe.directional_derivatives(
+            update,  # type: ignore[arg-type]  # complete on exact steps
+            batch_size=batch,
+            inputs=inputs,
+            targets=targets,
+            params_before=before,
+            shares=shares,
+        )
         phi1 = log_variance(derivative)
         if self.config.every > 1 and self.config.estimate != "hold":
             if self._estimated_layers is None:
@@ -267,7 +270,9 @@ class TrainingRun:
                 self._estimated_params = self.probe.parameter_indices(chosen)
             partial = [v for m, v in shares.items() if m in self._estimated_layers]
             if partial:
-                self._calibration = phi1 - log_variance(_total(partial) * batch)
+                self._calibration = phi1 - log_variance(
+                    sum_shares(partial, batch, device=inputs.device)
+                )
         return phi1
 
     @torch.no_grad()
@@ -307,10 +312,6 @@ def _sgd_direction(
         state = optimizer.state
         return lambda: [state[p]["momentum_buffer"] for p in params]
     return lambda: [p.grad for p in params]
-
-
-def _total(shares: Iterable[torch.Tensor]) -> torch.Tensor:
-    return torch.stack(list(shares)).sum(0)
 
 
 def evaluation_steps(steps: int, points: int) -> np.ndarray:
