@@ -56,20 +56,20 @@ class FeatureConfig:
             0.9 in the public reconstructions; our default).
         every: compute ``phi1`` exactly every ``every`` steps (1 = every step, exact).
             ``phi2`` is always exact, and the running averages are updated every step.
-        estimate: how ``phi1`` is estimated on the steps between exact ones (``s`` the last
-            exact step, ``t`` now). Both use that every optimiser here steps
-            ``dw = -eta d`` with a direction ``d``, so ``phi1 = 2 log eta + log Var_i(grad
-            f_i^T d)``:
+        estimate: how ``phi1`` is estimated on the steps between exact ones. Every optimiser
+            here steps ``dw = -eta d`` with a direction ``d``, so
+            ``phi1 = 2 log eta + log Var_i(grad f_i^T d)``; the estimates work with ``d``:
 
-            * ``"dense"``: from the share of the *dense* layers (linear layers and convs to a
+            * ``"dense"``: from the shares of the *dense* layers (linear layers and convs to a
               1x1 output, whose share is a small matrix product; the last layer for nets
-              without spatial convs), calibrated at step ``s``:
-              ``phi1_t ~ log Var_i(dense share_t) + (phi1_s - log Var_i(dense share_s))``.
+              without spatial convs), computed every step. The other layers' share is
+              predicted from them by a least-squares regression over the examples, fitted at
+              the exact steps (:class:`ShareRegression`); its residual variance is added.
               Follows the batch-to-batch variation of ``phi1``; costs the dense layers'
               share every step.
             * ``"last"``: the same with the last layer's share alone: cheaper, follows less.
-            * ``"hold"``: ``phi1_t ~ phi1_s + 2 log(eta_t / eta_s)``: only the learning-rate
-              term moves. Costs nothing between exact steps.
+            * ``"hold"``: ``phi1_t ~ phi1_s + 2 log(eta_t / eta_s)`` (``s`` the last exact
+              step): only the learning-rate term moves. Costs nothing between exact steps.
     """
 
     gamma: float = 0.9
@@ -387,6 +387,51 @@ def base_features(
         probe.stop()
         probe.clear()
     return log_variance(derivative), log_variance(losses)
+
+
+class ShareRegression:
+    """Predicts ``Var_i(grad f_i^T d)`` from a few layers' shares between exact steps.
+
+    Write ``df_i = sum_j x_ij + r_i`` with ``x_ij`` the share of chosen layer ``j`` (columns of
+    ``chosen``) and ``r_i`` the share of all other layers. At each exact step :meth:`fit` adds
+    the batch's covariance matrix of ``(x_i1, ..., x_ip, r_i)`` to exponentially weighted
+    moments (weight ``1 - keep`` for the new batch). :meth:`variance` then predicts
+    ``r_i ~ x_i^T beta`` by least squares and returns
+    ``Var_i(x_i^T (1 + beta)) + residual variance``: the chosen layers' fresh shares carry the
+    batch-to-batch variation, the regression carries how the other layers move with them.
+    """
+
+    def __init__(self, keep: float = 0.5) -> None:
+        if not 0.0 <= keep < 1.0:
+            raise InvalidConfigError(f"keep={keep!r} must lie in [0, 1)")
+        self.keep = float(keep)
+        self.moments: torch.Tensor | None = None
+        self._slope: torch.Tensor | None = None  # 1 + beta
+        self._residual = 0.0
+
+    def fit(self, chosen: torch.Tensor, rest: torch.Tensor) -> None:
+        """Fold in one exact step: ``chosen`` ``(B, p)`` shares, ``rest`` ``(B,)`` the others."""
+        z = torch.cat([chosen, rest[:, None]], dim=1).to(torch.float64)
+        z = z - z.mean(dim=0)
+        moments = z.T @ z / (z.shape[0] - 1)
+        if self.moments is None:
+            self.moments = moments
+        else:
+            self.moments = self.keep * self.moments + (1.0 - self.keep) * moments
+        p = chosen.shape[1]
+        mxx, mxy, myy = self.moments[:p, :p], self.moments[:p, p], self.moments[p, p]
+        # a tiny ridge keeps a layer whose share is all zeros from making mxx singular
+        ridge = 1e-12 * float(mxx.diagonal().sum()) + 1e-300
+        beta = torch.linalg.solve(mxx + ridge * torch.eye(p, dtype=mxx.dtype), mxy)
+        self._slope = (1.0 + beta).to(chosen.dtype)
+        self._residual = max(float(myy - mxy @ beta), 0.0)
+
+    def variance(self, chosen: torch.Tensor) -> float:
+        """Predicted ``Var_i(df_i)`` for a batch whose chosen layers' shares are ``chosen``."""
+        if self._slope is None:
+            raise RuntimeError("ShareRegression.variance called before any fit")
+        prediction = (chosen @ self._slope).to(torch.float64)
+        return float(prediction.var()) + self._residual
 
 
 class FeatureSmoother:

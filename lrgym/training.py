@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -31,9 +31,9 @@ from lrgym.features import (
     DirectionalProbe,
     FeatureConfig,
     FeatureSmoother,
+    ShareRegression,
     log_variance,
     per_example_losses,
-    sum_shares,
 )
 from lrgym.tasks import Task, build_model, make_optimizer
 
@@ -152,9 +152,9 @@ class TrainingRun:
         self.probe = DirectionalProbe(self.model)
         self.smoother = FeatureSmoother(self.config.gamma)
         self._all_params = list(range(len(self._params)))
-        self._estimated_layers: frozenset[torch.nn.Module] | None = None
+        self._estimated_layers: tuple[torch.nn.Module, ...] | None = None
         self._estimated_params: list[int] = []  # parameters of the estimated layers
-        self._calibration = 0.0  # "dense": phi1_s - log Var(dense share_s)
+        self._regression = ShareRegression()  # "dense"/"last": fitted at the exact steps
         self._held = 0.0  # "hold": phi1_s - 2 log eta_s
         self._sgd_direction = _sgd_direction(self.optimizer) if not self.probe.uncovered else None
         self.steps_done = 0
@@ -199,7 +199,8 @@ class TrainingRun:
             return StepOutcome(loss_value, math.nan, math.nan)
         log_lr2 = 2.0 * math.log(lr) if lr > 0 else -math.inf
         if record:
-            phi1 = self._phi1_from_records(inputs, targets, before, tracked, direction, exact)
+            unit = 1.0 if direction else lr  # the update recorded is unit * d
+            phi1 = self._phi1_from_records(inputs, targets, before, tracked, unit, exact)
             if direction:  # measured along d, and dw = -lr d
                 phi1 += log_lr2
             if exact:
@@ -219,19 +220,19 @@ class TrainingRun:
         targets: torch.Tensor,
         before: list[torch.Tensor],
         tracked: list[int],
-        direction: bool,
+        unit: float,
         exact: bool,
     ) -> float:
-        """phi1 from the recorded layers, along ``d`` when ``direction`` else along ``dw``."""
+        """phi1 from the recorded layers, along ``d`` when ``unit == 1`` else along ``dw``."""
         update: list[torch.Tensor | None] = [None] * len(self._params)
-        if direction:
-            assert self._sgd_direction is not None
-            update = list(self._sgd_direction())
-        else:
+        if tracked:
             after = torch._foreach_sub([self._params[i].detach() for i in tracked], before)
             for i, dw in zip(tracked, after, strict=True):
                 update[i] = dw
-        return self._contract_phi1(update, inputs, targets, before, exact)
+        else:
+            assert self._sgd_direction is not None
+            update = list(self._sgd_direction())
+        return self._contract_phi1(update, inputs, targets, before, unit, exact)
 
     def _contract_phi1(
         self,
@@ -239,18 +240,20 @@ class TrainingRun:
         inputs: torch.Tensor,
         targets: torch.Tensor,
         before: list[torch.Tensor],
+        unit: float,
         exact: bool,
     ) -> float:
-        """Exact phi1, or on in-between steps the calibrated dense-layer estimate."""
+        """Exact phi1 of ``update``, or on in-between steps the regression estimate.
+
+        ``update = unit * d``; the regression works in units of ``d`` (see
+        :class:`~lrgym.features.ShareRegression`)."""
         batch = inputs.shape[0]
         shares = self.probe.layer_shares(update)
         if not exact:
-            if not shares:
-                return math.nan
-            return (
-                log_variance(sum_shares(shares.values(), batch, device=inputs.device))
-                + self._calibration
-            )
+            if unit <= 0.0 or self._estimated_layers is None:
+                return math.log(EPS)  # no step was taken: dw = 0
+            chosen = self._chosen_shares(shares, batch, inputs.device) / unit
+            return math.log(unit * unit * self._regression.variance(chosen) + EPS)
         derivative = self.probe.directional_derivatives(
             update,  # type: ignore[arg-type]  # complete on exact steps
             batch_size=batch,
@@ -259,21 +262,26 @@ class TrainingRun:
             params_before=before,
             shares=shares,
         )
-        phi1 = log_variance(derivative)
-        if self.config.every > 1 and self.config.estimate != "hold":
+        if self.config.every > 1 and self.config.estimate != "hold" and unit > 0.0:
             if self._estimated_layers is None:
                 dense = self.probe.dense_layers()
                 layers = self.probe.layers
                 estimate_dense = self.config.estimate == "dense" and 0 < len(dense) < len(layers)
-                chosen = dense if estimate_dense else layers[-1:]
-                self._estimated_layers = frozenset(chosen)
-                self._estimated_params = self.probe.parameter_indices(chosen)
-            partial = [v for m, v in shares.items() if m in self._estimated_layers]
-            if partial:
-                self._calibration = phi1 - log_variance(
-                    sum_shares(partial, batch, device=inputs.device)
-                )
-        return phi1
+                chosen_layers = dense if estimate_dense else layers[-1:]
+                self._estimated_layers = tuple(chosen_layers)
+                self._estimated_params = self.probe.parameter_indices(chosen_layers)
+            chosen = self._chosen_shares(shares, batch, inputs.device)
+            self._regression.fit(chosen / unit, (derivative - chosen.sum(dim=1)) / unit)
+        return log_variance(derivative)
+
+    def _chosen_shares(
+        self, shares: Mapping[torch.nn.Module, torch.Tensor], batch: int, device: torch.device
+    ) -> torch.Tensor:
+        """The estimated layers' shares of ``grad f_i^T dw`` as columns ``(B, p)`` (zeros for
+        a layer whose output did not reach the loss)."""
+        assert self._estimated_layers is not None
+        zeros = torch.zeros(batch, dtype=torch.float32, device=device)
+        return torch.stack([shares.get(m, zeros) * batch for m in self._estimated_layers], dim=1)
 
     @torch.no_grad()
     def _mean_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:

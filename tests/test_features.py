@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ from torch.func import functional_call
 
 from lrgym.data import ArrayDataset, load_dataset
 from lrgym.errors import InvalidConfigError
-from lrgym.features import EPS, FeatureConfig, FeatureSmoother, base_features
+from lrgym.features import EPS, FeatureConfig, FeatureSmoother, ShareRegression, base_features
 from lrgym.tasks import Task, build_model
 from lrgym.training import TrainingRun
 
@@ -556,54 +557,116 @@ def test_feature_config_accepts_edges() -> None:
 
 
 EVERY_K_SETTINGS = {
-    # dataset, architecture, widths, estimate, parameters whose share estimates phi1
-    "toy-mlp": ("toy", "mlp", (32, 24), "dense", ("5.weight", "5.bias")),  # no spatial conv
+    # dataset, architecture, widths, optimizer, estimate, the estimating layers' parameters
+    "toy-mlp": ("toy", "mlp", (32, 24), "sgd", "dense", [("5.weight", "5.bias")]),
     "digits-cnn": (
         "digits",
         "cnn",
         (4, 9, 40),
+        "sgd",
         "dense",
-        ("4.weight", "4.bias", "6.weight", "6.bias"),
+        [("4.weight", "4.bias"), ("6.weight", "6.bias")],
     ),
-    "digits-cnn-last": ("digits", "cnn", (4, 9, 40), "last", ("6.weight", "6.bias")),
+    "digits-cnn-last": ("digits", "cnn", (4, 9, 40), "sgd", "last", [("6.weight", "6.bias")]),
+    "digits-cnn-adam": (
+        "digits",
+        "cnn",
+        (4, 9, 40),
+        "adam",
+        "dense",
+        [("4.weight", "4.bias"), ("6.weight", "6.bias")],
+    ),
 }
+EVERY_K_RATES = [0.05, 0.03, 0.08, 0.05, 0.02, 0.04, 0.06, 0.05]
+
+
+def regression_reference(
+    fits: list[tuple[np.ndarray, np.ndarray]], keep: float
+) -> tuple[np.ndarray, float]:
+    """``(beta, residual variance)`` of the weighted least-squares fit of the other layers'
+    share on the chosen layers' shares, pooled over the exact steps ``fits`` (oldest first,
+    weights ``keep^(n-1)``, then ``(1 - keep) keep^(n-j)``), each batch centred."""
+    n = len(fits)
+    rows, targets, weights = [], [], []
+    for j, (chosen, rest) in enumerate(fits):
+        w = keep ** (n - 1) if j == 0 else (1 - keep) * keep ** (n - 1 - j)
+        rows.append(math.sqrt(w) * (chosen - chosen.mean(0)))
+        targets.append(math.sqrt(w) * (rest - rest.mean()))
+        weights.append(w)
+    a, b = np.concatenate(rows), np.concatenate(targets)
+    beta = np.linalg.lstsq(a, b, rcond=None)[0]
+    batch = fits[0][1].shape[0]
+    return beta, float(((b - a @ beta) ** 2).sum()) / (batch - 1)
 
 
 @pytest.mark.parametrize("setting", list(EVERY_K_SETTINGS))
-def test_every_k_is_exact_every_k_steps_and_calibrated_in_between(
+def test_every_k_is_exact_every_k_steps_and_regressed_in_between(
     setting: str, datasets: dict[str, ArrayDataset], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dataset, architecture, widths, estimate, dense = EVERY_K_SETTINGS[setting]
+    dataset, architecture, widths, optimizer, estimate, layers = EVERY_K_SETTINGS[setting]
     data = datasets[dataset]
-    task = make_task(dataset, architecture, widths, optimizer="sgd", momentum=0.9, seed=3)
+    momentum = 0.9 if optimizer == "sgd" else 0.0
+    task = make_task(dataset, architecture, widths, optimizer=optimizer, momentum=momentum, seed=3)
+    rates = EVERY_K_RATES if optimizer == "sgd" else [r / 20 for r in EVERY_K_RATES]
     gamma = 0.8
     config = FeatureConfig(gamma=gamma, every=3, estimate=estimate)
     run = TrainingRun(task, data, features=config, eval_size=8)
     batches = record_batches(run, monkeypatch)
     structure = build_model(task, data.input_shape, data.num_classes, torch.Generator())
     outcomes = []
-    calibration = math.nan
-    for step in range(1, 8):
+    fits: list[tuple[np.ndarray, np.ndarray]] = []
+    for step, lr in enumerate(rates, start=1):
         before = snapshot(run.model)
-        outcome = run.step(0.05)
+        outcome = run.step(lr)
         outcomes.append(outcome)
         after = snapshot(run.model)
         update = {n: after[n] - before[n] for n in before}
         x, y = batches[-1]
-        ref1, ref2, _ = reference_features(structure, x, y, update, params=before)
-        dense_update = {n: update[n] for n in dense}
-        dense1, _, _ = reference_features(structure, x, y, dense_update, params=before)
+        ref1, ref2, df = reference_features(structure, x, y, update, params=before)
+        # the estimating layers' shares, in units of the direction d = -dw / lr
+        chosen = np.stack(
+            [
+                reference_features(structure, x, y, {n: update[n] for n in names}, before)[
+                    2
+                ].numpy()
+                / lr
+                for names in layers
+            ],
+            axis=1,
+        )
         assert abs(outcome.phi2 - ref2) < TOL
         if step in (1, 4, 7):
             assert abs(outcome.phi1 - ref1) < TOL, (step, outcome.phi1, ref1)
-            calibration = ref1 - dense1
-        else:  # the dense layers' share, shifted by the offset of the last exact step
-            assert abs(outcome.phi1 - (dense1 + calibration)) < 10 * TOL, step
+            fits.append((chosen, df.numpy() / lr - chosen.sum(1)))
+        else:  # the fresh shares, and the regression fitted at the exact steps so far
+            beta, residual = regression_reference(fits, keep=0.5)
+            variance = np.var(chosen @ (1 + beta), ddof=1) + residual
+            expected = math.log(lr * lr * variance + 1e-30)
+            assert abs(outcome.phi1 - expected) < 10 * TOL, (step, outcome.phi1, expected)
             assert abs(outcome.phi1 - ref1) > 1e-6  # an estimate, not the exact value
     # both averages are updated every step with gamma
     a1, u1 = expected_smoothing([o.phi1 for o in outcomes], gamma)
     a2, u2 = expected_smoothing([o.phi2 for o in outcomes], gamma)
     assert run.smoother.vector().tolist() == pytest.approx([a1, a2, u1, u2, 1.0], abs=1e-9)
+
+
+def test_share_regression_recovers_a_linear_relation() -> None:
+    # rest = 2 x1 - x2 + noise of variance 0.25: beta -> (2, -1), residual -> 0.25
+    gen = torch.Generator().manual_seed(0)
+    regression = ShareRegression(keep=0.5)
+    for _ in range(6):
+        chosen = torch.randn(4000, 2, generator=gen, dtype=torch.float64)
+        noise = 0.5 * torch.randn(4000, generator=gen, dtype=torch.float64)
+        regression.fit(chosen, 2 * chosen[:, 0] - chosen[:, 1] + noise)
+    fresh = torch.randn(4000, 2, generator=gen, dtype=torch.float64)
+    expected = float((3 * fresh[:, 0]).var()) + 0.25  # (1 + beta) = (3, 0)
+    assert regression.variance(fresh) == pytest.approx(expected, rel=0.05)
+    # a column that is all zeros (a layer that got no update) does not break the solve
+    zero = ShareRegression()
+    zero.fit(torch.zeros(50, 1), torch.randn(50, generator=gen))
+    assert math.isfinite(zero.variance(torch.zeros(50, 1)))
+    with pytest.raises(RuntimeError, match="before any fit"):
+        ShareRegression().variance(fresh)
 
 
 def test_hold_estimate_moves_only_the_learning_rate_term(
