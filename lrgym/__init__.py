@@ -3,6 +3,12 @@
 Importing lrgym registers the ``StepSizeControl-*`` environments with Gymnasium.
 """
 
+from lrgym.controller_file import (
+    ControllerFileError,
+    SavedController,
+    load_controller,
+    save_controller,
+)
 from lrgym.controllers import (
     ConstantController,
     Controller,
@@ -30,6 +36,7 @@ __all__ = [
     "ConstantController",
     "ControlState",
     "Controller",
+    "ControllerFileError",
     "Curves",
     "DatasetCorruptError",
     "DatasetNotFoundError",
@@ -38,13 +45,16 @@ __all__ = [
     "InvalidConfigError",
     "LogLinearController",
     "LrgymError",
+    "SavedController",
     "ScheduleController",
     "Task",
     "TaskFamily",
     "TrainingResult",
     "__version__",
     "base_features",
+    "load_controller",
     "load_dataset",
+    "save_controller",
     "train",
 ]
 

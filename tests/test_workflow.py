@@ -1,0 +1,378 @@
+"""The REPS workflow: collectors (serial, vector, Ray), train/checkpoint/resume, controller
+files, and the ``lrgym train reps`` / ``lrgym evaluate`` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import lrgym
+from agents.collect import (
+    Episode,
+    SerialCollector,
+    VectorCollector,
+    episode_seeds,
+    make_collector,
+)
+from agents.reps import REPSConfig
+from agents.training import CheckpointError, evaluate_controller, read_checkpoint, train_reps
+from lrgym.cli import main
+from lrgym.controller_file import ControllerFileError, SavedController
+from lrgym.errors import InvalidConfigError
+
+TOY = "StepSizeControl-Toy-v0"
+SHORT = {"steps": [20, 30]}  # Toy episodes of a few hundredths of a second
+CONFIG = REPSConfig(samples=5)
+
+
+def batch(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-0.6, 0.6, (count, 5)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# collectors
+
+
+def test_episode_seeds_are_fixed_and_differ_between_iterations() -> None:
+    first = episode_seeds(3, 0, 6)
+    assert first == episode_seeds(3, 0, 6) and len(set(first)) == 6
+    assert first[:4] == episode_seeds(3, 0, 4)  # a prefix does not depend on the count
+    assert set(first).isdisjoint(episode_seeds(3, 1, 6))
+    assert first != episode_seeds(4, 0, 6)
+
+
+@pytest.fixture(scope="module")
+def serial_results() -> list[Episode]:
+    with SerialCollector(TOY, SHORT) as collector:
+        return collector.run(batch(5), episode_seeds(0, 0, 5))
+
+
+def test_vector_backend_matches_serial_including_a_padded_round(
+    serial_results: list[Episode],
+) -> None:
+    done: list[int] = []
+    with VectorCollector(TOY, SHORT, workers=2) as collector:  # 5 episodes: the last is padded
+        results = collector.run(batch(5), episode_seeds(0, 0, 5), progress=done.append)
+    assert [e.reward for e in results] == [e.reward for e in serial_results]
+    assert [e.seed for e in results] == episode_seeds(0, 0, 5)
+    assert results == serial_results and sum(done) == 5
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[str]:
+    """A Ray head started on loopback for the test, stopped afterwards.
+
+    Token authentication is turned off for this throwaway local cluster (head and driver).
+    """
+    pytest.importorskip("ray")  # the ray extra; CI installs it (.ci/run)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RAY_AUTH_MODE", "disabled")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_cli = Path(sys.executable).with_name("ray")
+    head = subprocess.Popen(
+        [
+            str(ray_cli),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ),
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the Ray head did not come up within 60 s")
+        yield address
+    finally:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        patch.undo()
+
+
+def test_ray_backend_matches_serial(serial_results: list[Episode], ray_head: str) -> None:
+    with make_collector("ray", TOY, SHORT, workers=2, ray_address=ray_head) as collector:
+        results = collector.run(batch(5), episode_seeds(0, 0, 5))
+    assert results == serial_results
+
+
+def test_collectors_reject_bad_batches_and_settings() -> None:
+    with SerialCollector(TOY, SHORT) as collector:
+        with pytest.raises(InvalidConfigError, match=r"shape \(2, 5\) for 3 seeds"):
+            collector.run(batch(2), [1, 2, 3])
+        bad = batch(1)
+        bad[0, 0] = np.nan
+        with pytest.raises(InvalidConfigError, match="finite"):
+            collector.run(bad, [1])
+    with pytest.raises(InvalidConfigError, match="'serial', 'vector', 'ray'"):
+        make_collector("threads", TOY)
+    with pytest.raises(InvalidConfigError, match="serial backend runs one episode"):
+        make_collector("serial", TOY, workers=2)
+    with pytest.raises(InvalidConfigError, match="needs backend='ray'"):
+        make_collector("vector", TOY, workers=2, ray_address="127.0.0.1:1")
+
+
+# --------------------------------------------------------------------------------------------
+# train, checkpoint, resume
+
+
+class Interrupting(SerialCollector):
+    """Raises KeyboardInterrupt (a Ctrl-C) after ``limit`` episodes in all."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(TOY, SHORT)
+        self.left = limit
+
+    def run(self, actions: np.ndarray, seeds: Sequence[int], **kwargs: Any) -> list[Episode]:
+        episodes = []
+        for action, seed in zip(actions, seeds, strict=True):
+            if self.left == 0:
+                raise KeyboardInterrupt
+            self.left -= 1
+            episodes += super().run(action[None], [seed], **kwargs)
+        return episodes
+
+
+def final_state(out: Path) -> tuple[Any, ...]:
+    payload = read_checkpoint(out / "checkpoint.json")
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    controller = lrgym.load_controller(out / "controller.json")
+    return payload["agent"], [row["rewards"] for row in log], controller.theta
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("whole")
+    train_reps(TOY, out, iterations=4, config=CONFIG, seed=7, env_kwargs=SHORT, progress=False)
+    return out
+
+
+def test_train_writes_log_checkpoint_and_controllers(uninterrupted: Path) -> None:
+    log = [json.loads(line) for line in (uninterrupted / "log.jsonl").read_text().splitlines()]
+    assert [row["iteration"] for row in log] == [0, 1, 2, 3]
+    assert all(len(row["rewards"]) == CONFIG.samples for row in log)
+    assert log[1]["seeds"] == episode_seeds(7, 1, CONFIG.samples)
+    assert all(0 <= row["kl"] <= CONFIG.epsilon + 1e-3 and row["seconds"] > 0 for row in log)
+    payload = read_checkpoint(uninterrupted / "checkpoint.json")
+    assert payload["agent"]["iteration"] == 4 and payload["agent"]["mean"] == log[-1]["mean"]
+    spec = json.loads((uninterrupted / "run.json").read_text())
+    assert spec["seed"] == 7 and spec["env_id"] == TOY
+    initial = lrgym.load_controller(uninterrupted / "controller-initial.json")
+    learned = lrgym.load_controller(uninterrupted / "controller.json")
+    assert initial.theta == (0.0, 0.0, 0.0, 0.0, -5.0)  # the env's theta_center
+    expected = np.array([0, 0, 0, 0, -5]) + np.array([1, 1, 1, 1, 10]) * np.clip(
+        log[-1]["mean"], -1, 1
+    )
+    np.testing.assert_allclose(learned.theta, expected, rtol=1e-12)
+    assert learned.env_id == TOY and learned.source["iteration"] == 4
+    assert learned.lrgym_version == lrgym.__version__ and learned.features["gamma"] == 0.9
+
+
+@pytest.mark.parametrize("limit", [7, 10])  # mid-iteration (2nd of 5 samples), and at its end
+def test_interrupted_and_resumed_run_ends_with_the_same_policy(
+    tmp_path: Path, uninterrupted: Path, limit: int
+) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        train_reps(
+            TOY,
+            tmp_path,
+            iterations=4,
+            config=CONFIG,
+            seed=7,
+            env_kwargs=SHORT,
+            progress=False,
+            collector=Interrupting(limit),
+        )
+    done = read_checkpoint(tmp_path / "checkpoint.json")["agent"]["iteration"]
+    assert done == limit // CONFIG.samples  # only complete iterations are saved
+    train_reps(
+        TOY, tmp_path, iterations=4, config=CONFIG, seed=7, env_kwargs=SHORT, resume=True,
+        progress=False,
+    )  # fmt: skip
+    assert final_state(tmp_path) == final_state(uninterrupted)
+
+
+def test_killed_process_resumes_to_the_same_policy(tmp_path: Path, uninterrupted: Path) -> None:
+    """SIGKILL at an arbitrary moment (here: soon after the first log line), then --resume."""
+    command = [
+        sys.executable,
+        "-m",
+        "lrgym.cli",
+        "train",
+        "reps",
+        "--env",
+        TOY,
+        "--iterations",
+        "4",
+        "--samples",
+        str(CONFIG.samples),
+        "--seed",
+        "7",
+        "--env-kwargs",
+        json.dumps(SHORT),
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if log.exists() and log.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert read_checkpoint(tmp_path / "checkpoint.json")["agent"]["iteration"] < 4
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert final_state(tmp_path) == final_state(uninterrupted)
+
+
+def test_resume_refuses_bad_checkpoints_and_other_settings(
+    tmp_path: Path, uninterrupted: Path
+) -> None:
+    def resume(out: Path, **changes: Any) -> None:
+        settings: dict[str, Any] = {"iterations": 4, "config": CONFIG, "seed": 7}
+        settings.update(changes)
+        train_reps(TOY, out, env_kwargs=SHORT, resume=True, progress=False, **settings)
+
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        resume(tmp_path / "empty")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("run.json", "log.jsonl", "checkpoint.json"):
+        (copy / name).write_bytes((uninterrupted / name).read_bytes())
+    with pytest.raises(CheckpointError, match="seed=8"):
+        resume(copy, seed=8)
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        train_reps(TOY, copy, iterations=4, config=CONFIG, seed=7, env_kwargs=SHORT)
+    checkpoint = copy / "checkpoint.json"
+    text = checkpoint.read_text()
+    checkpoint.write_text(text[: len(text) // 2])  # a partial write
+    with pytest.raises(CheckpointError, match="partial or corrupt"):
+        resume(copy)
+    content = json.loads(text)
+    content["payload"]["agent"]["mean"][0] += 1.0  # altered
+    checkpoint.write_text(json.dumps(content))
+    with pytest.raises(CheckpointError, match="checksum"):
+        resume(copy)
+    assert (copy / "log.jsonl").read_bytes() == (uninterrupted / "log.jsonl").read_bytes()
+
+
+# --------------------------------------------------------------------------------------------
+# controller files and evaluation
+
+
+def test_controller_file_round_trip_and_errors(tmp_path: Path) -> None:
+    saved = SavedController(
+        theta=(0.1, -0.2, 0.0, 0.3, -4.0),
+        theta_cov=tuple(tuple(float(i == j) for j in range(5)) for i in range(5)),
+        env_id=TOY,
+        env_kwargs=SHORT,
+        lr_bounds=(1e-6, 1.0),
+        features={"gamma": 0.9, "every": 1, "estimate": "dense"},
+        lrgym_version=lrgym.__version__,
+    )
+    path = lrgym.save_controller(saved, tmp_path / "c.json")
+    loaded = lrgym.load_controller(path)
+    assert loaded == saved
+    controller = loaded.controller()
+    assert controller.theta.tolist() == list(saved.theta)
+    content = json.loads(path.read_text())
+    for change, message in (
+        ({"version": 99}, "upgrade lrgym"),
+        ({"format": "other"}, "not an lrgym controller file"),
+        ({"theta": [1, 2]}, "malformed"),
+    ):
+        path.write_text(json.dumps({**content, **change}))
+        with pytest.raises(ControllerFileError, match=message):
+            lrgym.load_controller(path)
+    path.write_text("{")
+    with pytest.raises(ControllerFileError, match="not readable JSON"):
+        lrgym.load_controller(path)
+    with pytest.raises(ControllerFileError, match="does not exist"):
+        lrgym.load_controller(tmp_path / "missing.json")
+
+
+def test_evaluate_controller_runs_theta_on_seeded_tasks(uninterrupted: Path) -> None:
+    saved = lrgym.load_controller(uninterrupted / "controller.json")
+    episodes = evaluate_controller(saved, episodes=3, seed=50, keep_curves=True)
+    assert [e.seed for e in episodes] == [50, 51, 52]
+    env = gym.make(TOY, **SHORT)
+    env.reset(seed=51)
+    _, reward, *_ = env.step(env.unwrapped.theta_to_action(saved.theta))
+    assert episodes[1].reward == reward and len(episodes[1].curves.losses) > 0
+    far = SavedController(**{**saved.__dict__, "theta": (5.0, 0.0, 0.0, 0.0, -5.0)})
+    with pytest.raises(InvalidConfigError, match="cannot express theta"):
+        evaluate_controller(far, episodes=1)
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+def test_cli_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    args = ["--env", TOY, "--env-kwargs", json.dumps(SHORT)]
+    train = ["train", "reps", *args, "--iterations", "2", "--samples", "4", "--seed", "1"]
+    code = main([*train, "--out", str(out), "--tensorboard"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "2 iterations, 8 episodes" in captured.out
+    assert "episode" in captured.err  # the progress bar
+    assert any((out / "tensorboard").iterdir())
+    curves = tmp_path / "curves.npz"
+    evaluate = ["evaluate", str(out / "controller.json"), "--episodes", "2", "--seed", "3"]
+    code = main([*evaluate, "--curves", str(curves)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "mean reward" in printed and "diverged" in printed
+    with np.load(curves) as saved:
+        assert saved["seeds"].tolist() == [3, 4] and saved["episode1_losses"].size > 0
+    again = main(["train", "reps", *args, "--iterations", "2", "--out", str(out)])
+    assert again == 2 and "--resume" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "none.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_resume_continues_to_more_iterations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["train", "reps", "--env", TOY, "--env-kwargs", json.dumps(SHORT), "--samples", "4"]
+    base += ["--out", str(tmp_path), "--no-progress"]
+    assert main([*base, "--iterations", "1"]) == 0
+    assert main([*base, "--iterations", "3", "--resume"]) == 0
+    capsys.readouterr()
+    log = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in log] == [0, 1, 2]
+    assert os.path.exists(tmp_path / "controller.json")
