@@ -13,6 +13,9 @@ order: all three backends give identical per-episode results for the same seeds 
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -180,6 +183,7 @@ class VectorCollector(Collector):
             [factory] * self.workers, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
         )
         self.action_space = _box(self.envs.single_action_space)
+        self._pending = False  # a step was interrupted (Ctrl-C): close must not wait for it
 
     def run(
         self,
@@ -201,8 +205,10 @@ class VectorCollector(Collector):
                 round_actions = np.concatenate(
                     [round_actions, round_actions[-1:].repeat(w - real, 0)]
                 )
+            self._pending = True
             self.envs.reset(seed=round_seeds)  # type: ignore[arg-type]  # one seed per env
             _, _, terminated, _, info = self.envs.step(round_actions)
+            self._pending = False
             if not np.all(terminated):
                 raise LrgymError("the env did not end its episode after one step")
             final = info["final_info"]
@@ -214,17 +220,25 @@ class VectorCollector(Collector):
         return episodes
 
     def close(self) -> None:
-        self.envs.close()
+        if self._pending:  # stop the workers now instead of waiting for their episodes
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.envs.close(terminate=True)
+        else:
+            self.envs.close()
 
 
 def _single_threaded_env(env_id: str, env_kwargs: Mapping[str, Any]) -> gym.Env[Any, Any]:
-    """Make the env in a worker process whose torch uses one thread: workers already share
-    the cores, and more threads per worker only make them wait on each other."""
+    """Make the env in a worker process whose torch uses one thread (workers already share the
+    cores; more threads per worker only make them wait on each other) and which leaves Ctrl-C
+    to the main process (that stops the workers)."""
     import torch
 
     import lrgym  # noqa: F401 - registers the environments in the worker process
 
-    torch.set_num_threads(1)
+    if multiprocessing.parent_process() is not None:  # not the main process's probe env
+        torch.set_num_threads(1)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     return gym.make(env_id, **env_kwargs)
 
 

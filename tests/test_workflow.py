@@ -376,3 +376,48 @@ def test_cli_resume_continues_to_more_iterations(
     log = (tmp_path / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in log] == [0, 1, 2]
     assert os.path.exists(tmp_path / "controller.json")
+
+
+def test_ctrl_c_stops_a_vector_run_at_once_and_it_resumes(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the process group) ends a run with 2 worker processes quickly, with a
+    message and no worker tracebacks; the same command with --resume finishes it."""
+    command = [
+        sys.executable,
+        "-m",
+        "lrgym.cli",
+        "train",
+        "reps",
+        "--env",
+        TOY,
+        "--iterations",
+        "200",
+        "--samples",
+        "4",
+        "--workers",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    process = subprocess.Popen(
+        command,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = tmp_path / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.exists() and log.read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    done = read_checkpoint(tmp_path / "checkpoint.json")["agent"]["iteration"]
+    assert 1 <= done < 200  # the log line of iteration 2 may precede its checkpoint
+    command[command.index("200")] = str(done + 1)
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_checkpoint(tmp_path / "checkpoint.json")["agent"]["iteration"] == done + 1
