@@ -3,6 +3,8 @@
 Every episode is ``env.reset(seed=s)`` then ``env.step(action)``. The seed fixes the task, so an
 episode's result depends only on ``(seed, action)``, never on which worker ran it or in which
 order: all three backends give identical per-episode results for the same seeds and actions.
+Every backend runs each episode with one torch thread (the float sums of a convolution depend
+on how many threads share them); use more workers, not more threads, to use more cores.
 
 * :class:`SerialCollector`: one env in this process.
 * :class:`VectorCollector`: a Gymnasium ``AsyncVectorEnv`` (one process per worker) in the
@@ -24,6 +26,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from lrgym.errors import InvalidConfigError, LrgymError, choice_error
 
@@ -133,7 +136,8 @@ def _box(space: gym.Space[Any]) -> gym.spaces.Box:
 
 
 class SerialCollector(Collector):
-    """Runs the episodes one after another in one env of this process."""
+    """Runs the episodes one after another in one env of this process (one torch thread while
+    it runs them)."""
 
     def __init__(self, env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> None:
         self.env = gym.make(env_id, **dict(env_kwargs or {}))
@@ -149,14 +153,19 @@ class SerialCollector(Collector):
     ) -> list[Episode]:
         batch = _check_batch(actions, seeds, self.action_space)
         episodes = []
-        for seed, action in zip(seeds, batch, strict=True):
-            self.env.reset(seed=int(seed))
-            _, _, terminated, _, info = self.env.step(action)
-            if not terminated:
-                raise LrgymError("the env did not end its episode after one step")
-            episodes.append(_episode(seed, info, keep_curves))
-            if progress is not None:
-                progress(1)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in every backend: results do not depend on threads
+        try:
+            for seed, action in zip(seeds, batch, strict=True):
+                self.env.reset(seed=int(seed))
+                _, _, terminated, _, info = self.env.step(action)
+                if not terminated:
+                    raise LrgymError("the env did not end its episode after one step")
+                episodes.append(_episode(seed, info, keep_curves))
+                if progress is not None:
+                    progress(1)
+        finally:
+            torch.set_num_threads(threads)
         return episodes
 
     def close(self) -> None:
@@ -229,11 +238,8 @@ class VectorCollector(Collector):
 
 
 def _single_threaded_env(env_id: str, env_kwargs: Mapping[str, Any]) -> gym.Env[Any, Any]:
-    """Make the env in a worker process whose torch uses one thread (workers already share the
-    cores; more threads per worker only make them wait on each other) and which leaves Ctrl-C
-    to the main process (that stops the workers)."""
-    import torch
-
+    """Make the env in a worker process whose torch uses one thread (as in every backend) and
+    which leaves Ctrl-C to the main process (that stops the workers)."""
     import lrgym  # noqa: F401 - registers the environments in the worker process
 
     if multiprocessing.parent_process() is not None:  # not the main process's probe env
@@ -246,8 +252,6 @@ class _RayWorker:
     """Holds one env inside a Ray actor."""
 
     def __init__(self, env_id: str, env_kwargs: Mapping[str, Any]) -> None:
-        import torch
-
         import lrgym  # noqa: F401 - registers the environments in the worker process
 
         torch.set_num_threads(1)
@@ -291,7 +295,9 @@ class RayCollector(Collector):
         kwargs = dict(env_kwargs or {})
         remote = ray.remote(num_cpus=1)(_RayWorker)
         self.actors: list[Any] = [remote.remote(env_id, kwargs) for _ in range(int(workers))]
-        self.action_space = _box(gym.make(env_id, **kwargs).action_space)
+        probe = gym.make(env_id, **kwargs)
+        self.action_space = _box(probe.action_space)
+        probe.close()
 
     def run(
         self,

@@ -34,6 +34,8 @@ from lrgym.errors import InvalidConfigError
 
 TOY = "StepSizeControl-Toy-v0"
 SHORT = {"steps": [20, 30]}  # Toy episodes of a few hundredths of a second
+DIGITS = "StepSizeControl-Digits-v0"  # a CNN: its float sums depend on torch's thread count
+DIGITS_SHORT = {"steps": [60, 100]}
 CONFIG = REPSConfig(samples=5)
 
 
@@ -55,7 +57,7 @@ def test_episode_seeds_are_fixed_and_differ_between_iterations() -> None:
 
 @pytest.fixture(scope="module")
 def serial_results() -> list[Episode]:
-    with SerialCollector(TOY, SHORT) as collector:
+    with SerialCollector(DIGITS, DIGITS_SHORT) as collector:
         return collector.run(batch(5), episode_seeds(0, 0, 5))
 
 
@@ -63,7 +65,7 @@ def test_vector_backend_matches_serial_including_a_padded_round(
     serial_results: list[Episode],
 ) -> None:
     done: list[int] = []
-    with VectorCollector(TOY, SHORT, workers=2) as collector:  # 5 episodes: the last is padded
+    with VectorCollector(DIGITS, DIGITS_SHORT, workers=2) as collector:  # the last round padded
         results = collector.run(batch(5), episode_seeds(0, 0, 5), progress=done.append)
     assert [e.reward for e in results] == [e.reward for e in serial_results]
     assert [e.seed for e in results] == episode_seeds(0, 0, 5)
@@ -120,7 +122,7 @@ def ray_head() -> Iterator[str]:
 
 
 def test_ray_backend_matches_serial(serial_results: list[Episode], ray_head: str) -> None:
-    with make_collector("ray", TOY, SHORT, workers=2, ray_address=ray_head) as collector:
+    with make_collector("ray", DIGITS, DIGITS_SHORT, workers=2, ray_address=ray_head) as collector:
         results = collector.run(batch(5), episode_seeds(0, 0, 5))
     assert results == serial_results
 
