@@ -97,7 +97,8 @@ def dual(eta: float, rewards: np.ndarray, epsilon: float) -> tuple[float, float]
 
 
 def solve_dual(rewards: Sequence[float] | np.ndarray, epsilon: float) -> float:
-    """``eta* = argmin_{eta > 0} g(eta)`` (L-BFGS-B on ``log eta`` with the analytic gradient).
+    """``eta* = argmin_{eta > 0} g(eta)`` (L-BFGS-B on ``log eta`` with the analytic gradient,
+    on rewards shifted and scaled to a unit spread).
 
     Returns ``inf`` when all rewards are equal (every ``eta`` satisfies the bound: the update
     keeps uniform weights).
@@ -114,14 +115,23 @@ def solve_dual(rewards: Sequence[float] | np.ndarray, epsilon: float) -> float:
     if spread <= 1e-12 * max(1.0, float(np.abs(r).max())):
         return math.inf
 
+    # solved on z = (r - max r) / spread, for which eta_z = eta / spread: the solver's
+    # tolerances then mean the same for every reward scale and offset
+    z = (r - r.max()) / spread
+
     def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
         eta = max(math.exp(float(x[0])), _ETA_MIN)
-        value, gradient = dual(eta, r, epsilon)
+        value, gradient = dual(eta, z, epsilon)
         return value, np.array([gradient * eta])  # chain rule for log eta
 
-    start = np.array([math.log(spread)])
-    result = minimize(objective, start, jac=True, method="L-BFGS-B", options={"maxiter": 500})
-    return max(math.exp(float(result.x[0])), _ETA_MIN)
+    result = minimize(
+        objective,
+        np.zeros(1),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 500, "ftol": 1e-15, "gtol": 1e-12},
+    )
+    return max(math.exp(float(result.x[0])), _ETA_MIN) * spread
 
 
 def reps_weights(rewards: Sequence[float] | np.ndarray, eta: float) -> np.ndarray:
@@ -234,10 +244,11 @@ class REPS:
                 f"tell got actions of shape {x.shape} and {r.size} rewards; expected "
                 f"(N, {self.dim}) and N"
             )
-        self._history = [*self._history, (x, r)][-self.config.reuse :]
-        all_x = np.concatenate([h[0] for h in self._history])
-        all_r = np.concatenate([h[1] for h in self._history])
-        eta = solve_dual(all_r, self.config.epsilon)
+        history = [*self._history, (x, r)][-self.config.reuse :]
+        all_x = np.concatenate([h[0] for h in history])
+        all_r = np.concatenate([h[1] for h in history])
+        eta = solve_dual(all_r, self.config.epsilon)  # validates the rewards
+        self._history = history  # only a batch that was accepted is reused
         weights = reps_weights(all_r, eta)
         mean, cov = weighted_gaussian(all_x, weights)
         a = self.config.covariance_mixing

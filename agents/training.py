@@ -53,6 +53,7 @@ class RunSpec:
     iterations: int
     seed: int
     reps: REPSConfig
+    same_task: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +62,7 @@ class RunSpec:
             "iterations": self.iterations,
             "seed": self.seed,
             "reps": asdict(self.reps),
+            "same_task": self.same_task,
         }
 
 
@@ -165,6 +167,7 @@ def train_reps(
     config: REPSConfig | None = None,
     seed: int = 0,
     env_kwargs: Mapping[str, Any] | None = None,
+    same_task: bool = False,
     backend: str = "serial",
     workers: int = 1,
     ray_address: str | None = None,
@@ -182,6 +185,9 @@ def train_reps(
         config: REPS settings (samples per iteration etc.).
         seed: seeds the search distribution's draws and every episode's task.
         env_kwargs: extra env arguments (e.g. ``data_root``).
+        same_task: run every sample of an iteration on the same task (a fresh one each
+            iteration), so that their rewards differ only by the action (common random
+            numbers); otherwise every episode has its own task, as in the paper.
         backend, workers, ray_address: how episodes run (:func:`agents.collect.make_collector`);
             the results do not depend on them.
         resume: continue the run in ``out`` from its checkpoint.
@@ -196,7 +202,12 @@ def train_reps(
     if int(iterations) != iterations or iterations < 1:
         raise InvalidConfigError(f"iterations={iterations!r} must be a positive integer")
     spec = RunSpec(
-        env_id, dict(env_kwargs or {}), int(iterations), int(seed), config or REPSConfig()
+        env_id,
+        dict(env_kwargs or {}),
+        int(iterations),
+        int(seed),
+        config or REPSConfig(),
+        bool(same_task),
     )
     directory = Path(out)
     paths = {name: directory / name for name in ("run.json", "log.jsonl", "checkpoint.json")}
@@ -233,7 +244,10 @@ def train_reps(
                 started = time.perf_counter()
                 iteration = agent.iteration
                 actions = agent.ask()
-                seeds = episode_seeds(spec.seed, iteration, len(actions))
+                if spec.same_task:
+                    seeds = episode_seeds(spec.seed, iteration, 1) * len(actions)
+                else:
+                    seeds = episode_seeds(spec.seed, iteration, len(actions))
                 episodes = collector.run(
                     actions.reshape(len(actions), *space.shape),
                     seeds,
@@ -326,7 +340,7 @@ def _resume(spec: RunSpec, directory: Path) -> tuple[REPS, list[IterationRecord]
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint in {str(directory)!r} lacks {exc}") from None
     current = spec.to_json()
-    for key in ("env_id", "env_kwargs", "seed", "reps"):
+    for key in ("env_id", "env_kwargs", "seed", "reps", "same_task"):
         if saved.get(key) != current[key]:
             raise CheckpointError(
                 f"--resume: the run in {str(directory)!r} has {key}={saved.get(key)!r}, this "

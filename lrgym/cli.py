@@ -63,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     reps.add_argument("--samples", type=int, default=16, help="episodes per iteration")
     reps.add_argument("--out", required=True, help="run directory (log, checkpoint, controller)")
     reps.add_argument("--seed", type=int, default=0, help="seeds the search and every task")
+    reps.add_argument(
+        "--same-task",
+        action="store_true",
+        help="all samples of an iteration train on one (fresh) task: rewards differ only by theta",
+    )
     _add_backend(reps)
     reps.add_argument("--resume", action="store_true", help="continue the run in --out")
     reps.add_argument("--tensorboard", action="store_true", help="log to OUT/tensorboard")
@@ -140,6 +145,7 @@ def _train_reps(args: argparse.Namespace) -> int:
             config=config,
             seed=args.seed,
             env_kwargs=_env_kwargs(args),
+            same_task=args.same_task,
             backend=_backend(args),
             workers=args.workers,
             ray_address=args.ray_address,

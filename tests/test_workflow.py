@@ -367,6 +367,19 @@ def test_cli_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_same_task_runs_every_sample_of_an_iteration_on_one_task(tmp_path: Path) -> None:
+    run = train_reps(
+        TOY, tmp_path, iterations=2, config=CONFIG, env_kwargs=SHORT, same_task=True,
+        progress=False,
+    )  # fmt: skip
+    first, second = (record.seeds for record in run.records)
+    assert first == [episode_seeds(0, 0, 1)[0]] * CONFIG.samples
+    assert len(set(second)) == 1 and second[0] != first[0]
+    assert len(set(run.records[0].rewards)) == CONFIG.samples  # the actions differ
+    with pytest.raises(CheckpointError, match="same_task=True"):
+        train_reps(TOY, tmp_path, iterations=3, config=CONFIG, env_kwargs=SHORT, resume=True)
+
+
 def test_cli_resume_continues_to_more_iterations(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
