@@ -223,28 +223,18 @@ def test_interrupted_and_resumed_run_ends_with_the_same_policy(
     assert final_state(tmp_path) == final_state(uninterrupted)
 
 
+def train_command(out: Path, *args: str) -> list[str]:
+    """``lrgym train reps`` on Toy into ``out``, as a subprocess command line."""
+    cli = [sys.executable, "-m", "lrgym.cli", "train", "reps", "--env", TOY, "--no-progress"]
+    return [*cli, "--out", str(out), *args]
+
+
 def test_killed_process_resumes_to_the_same_policy(tmp_path: Path, uninterrupted: Path) -> None:
     """SIGKILL at an arbitrary moment (here: soon after the first log line), then --resume."""
-    command = [
-        sys.executable,
-        "-m",
-        "lrgym.cli",
-        "train",
-        "reps",
-        "--env",
-        TOY,
-        "--iterations",
-        "4",
-        "--samples",
-        str(CONFIG.samples),
-        "--seed",
-        "7",
-        "--env-kwargs",
-        json.dumps(SHORT),
-        "--out",
-        str(tmp_path),
-        "--no-progress",
-    ]
+    command = train_command(
+        tmp_path, "--iterations", "4", "--samples", str(CONFIG.samples), "--seed", "7",
+        "--env-kwargs", json.dumps(SHORT),
+    )  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     log = tmp_path / "log.jsonl"
     deadline = time.monotonic() + 120
@@ -396,24 +386,7 @@ def test_cli_resume_continues_to_more_iterations(
 def test_ctrl_c_stops_a_vector_run_at_once_and_it_resumes(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT to the process group) ends a run with 2 worker processes quickly, with a
     message and no worker tracebacks; the same command with --resume finishes it."""
-    command = [
-        sys.executable,
-        "-m",
-        "lrgym.cli",
-        "train",
-        "reps",
-        "--env",
-        TOY,
-        "--iterations",
-        "200",
-        "--samples",
-        "4",
-        "--workers",
-        "2",
-        "--out",
-        str(tmp_path),
-        "--no-progress",
-    ]
+    command = train_command(tmp_path, "--iterations", "200", "--samples", "4", "--workers", "2")
     process = subprocess.Popen(
         command,
         start_new_session=True,
