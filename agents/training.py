@@ -380,6 +380,7 @@ def _progress_bar(spec: RunSpec, done_iterations: int) -> Any:
         desc=f"REPS {spec.env_id}",
         file=sys.stderr,
         dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 30.0,  # a log file gets a line per 30 s
     )
 
 
