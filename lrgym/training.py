@@ -199,8 +199,7 @@ class TrainingRun:
             return StepOutcome(loss_value, math.nan, math.nan)
         log_lr2 = 2.0 * math.log(lr) if lr > 0 else -math.inf
         if record:
-            unit = 1.0 if direction else lr  # the update recorded is unit * d
-            phi1 = self._phi1_from_records(inputs, targets, before, tracked, unit, exact)
+            phi1 = self._phi1_from_records(inputs, targets, before, tracked, direction, exact, lr)
             if direction:  # measured along d, and dw = -lr d
                 phi1 += log_lr2
             if exact:
@@ -220,18 +219,20 @@ class TrainingRun:
         targets: torch.Tensor,
         before: list[torch.Tensor],
         tracked: list[int],
-        unit: float,
+        direction: bool,
         exact: bool,
+        lr: float,
     ) -> float:
-        """phi1 from the recorded layers, along ``d`` when ``unit == 1`` else along ``dw``."""
+        """phi1 from the recorded layers, along ``d`` when ``direction`` else along ``dw``."""
         update: list[torch.Tensor | None] = [None] * len(self._params)
-        if tracked:
+        if direction:
+            assert self._sgd_direction is not None
+            update = list(self._sgd_direction())
+        else:
             after = torch._foreach_sub([self._params[i].detach() for i in tracked], before)
             for i, dw in zip(tracked, after, strict=True):
                 update[i] = dw
-        else:
-            assert self._sgd_direction is not None
-            update = list(self._sgd_direction())
+        unit = 1.0 if direction else lr  # the update is unit * d
         return self._contract_phi1(update, inputs, targets, before, unit, exact)
 
     def _contract_phi1(
