@@ -281,8 +281,11 @@ class TrainingRun:
         """The estimated layers' shares of ``grad f_i^T dw`` as columns ``(B, p)`` (zeros for
         a layer whose output did not reach the loss)."""
         assert self._estimated_layers is not None
-        zeros = torch.zeros(batch, dtype=torch.float32, device=device)
-        return torch.stack([shares.get(m, zeros) * batch for m in self._estimated_layers], dim=1)
+        columns = [
+            shares[m] if m in shares else torch.zeros(batch, device=device)
+            for m in self._estimated_layers
+        ]
+        return torch.stack(columns, dim=1).mul_(batch)
 
     @torch.no_grad()
     def _mean_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
