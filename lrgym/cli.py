@@ -217,9 +217,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _save_curves(path: str, episodes: Sequence[Any]) -> None:
-    import os
-    import tempfile
+    import io
     from pathlib import Path
+
+    from lrgym.controller_file import write_atomic
 
     arrays: dict[str, np.ndarray] = {}
     for k, e in enumerate(episodes):
@@ -234,13 +235,10 @@ def _save_curves(path: str, episodes: Sequence[Any]) -> None:
             arrays[f"episode{k}_{name}"] = getattr(e.curves, name)
     arrays["seeds"] = np.array([e.seed for e in episodes])
     arrays["rewards"] = np.array([e.reward for e in episodes])
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".npz", delete=False) as handle:
-        np.savez(handle, **arrays)  # type: ignore[arg-type]
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, target)
+    write_atomic(target, buffer.getvalue())
     print(f"curves: {target}")
 
 
@@ -249,10 +247,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import lrgym  # noqa: F401 - registers the environments
 
-    kwargs: dict[str, Any] = json.loads(args.env_kwargs)
-    if args.data_root is not None:
-        kwargs["data_root"] = args.data_root
-    env = gym.make(args.env, **kwargs)
+    env = gym.make(args.env, **_env_kwargs(args))
     base = env.unwrapped
     if args.theta is not None:
         action = base.theta_to_action(args.theta)  # type: ignore[attr-defined]

@@ -143,13 +143,14 @@ def _floats(values: Sequence[Any], count: int, name: str) -> tuple[float, ...]:
     return numbers
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a crash at any moment leaves either the old content
-    or the new one: write a temporary file beside it, flush it to disk, rename it over."""
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write ``content`` (text or bytes) to ``path`` so that a crash at any moment leaves either
+    the old content or the new one: write a temporary file beside it, flush it to disk, rename
+    it over."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "w") as handle:
-        handle.write(text)
+    with open(temporary, "wb" if isinstance(content, bytes) else "w") as handle:
+        handle.write(content)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
