@@ -1,4 +1,4 @@
-"""Running batches of one-step episodes: serially, in Gymnasium vector envs, or on Ray.
+"""Running batches of one-step episodes: serially, in worker processes, or on Ray.
 
 Every episode is ``env.reset(seed=s)`` then ``env.step(action)``. The seed fixes the task, so an
 episode's result depends only on ``(seed, action)``, never on which worker ran it or in which
@@ -7,21 +7,24 @@ Every backend runs each episode with one torch thread (the float sums of a convo
 on how many threads share them); use more workers, not more threads, to use more cores.
 
 * :class:`SerialCollector`: one env in this process.
-* :class:`VectorCollector`: a Gymnasium ``AsyncVectorEnv`` (one process per worker) in the
-  same-step autoreset mode, so that no ``step`` call is spent on a reset.
+* :class:`ProcessCollector`: worker processes on this machine, each dealt the next episode as
+  soon as it is free (episodes differ in length, so no worker waits for another).
 * :class:`RayCollector`: one Ray actor per worker, on a local or remote Ray cluster
   (``pip install "lrgym[ray]"``; every node needs lrgym and the env's data).
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import pickle
 import signal
-import warnings
+import traceback
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
+from multiprocessing.connection import wait
 from typing import Any
 
 import gymnasium as gym
@@ -30,7 +33,7 @@ import torch
 
 from lrgym.errors import InvalidConfigError, LrgymError, choice_error
 
-BACKENDS = ("serial", "vector", "ray")
+BACKENDS = ("serial", "process", "ray")
 
 Progress = Callable[[int], None]
 """Called with the number of episodes that just finished."""
@@ -172,13 +175,23 @@ class SerialCollector(Collector):
         self.env.close()
 
 
-class VectorCollector(Collector):
-    """Runs ``workers`` episodes at a time in a Gymnasium ``AsyncVectorEnv``.
+class ProcessCollector(Collector):
+    """Runs episodes in ``workers`` processes, each dealt the next episode as soon as it is free.
 
-    Each round resets the sub-envs with the round's seeds and steps them once. The same-step
-    autoreset mode returns the finished episode's info in ``info["final_info"]``; a batch
-    whose size is not a multiple of ``workers`` pads its last round with repeats of its last
-    episode, whose results are dropped.
+    Every worker builds its env once (one torch thread, Ctrl-C left to this process) and then
+    runs ``reset(seed)`` + ``step(action)`` for each episode it is dealt. Episodes of unequal
+    length (tasks differ in steps, runs diverge) never leave a worker waiting for another;
+    results come back in the order of the seeds.
+
+    A worker that dies (killed, out of memory) or an episode that raises ends :meth:`run` with
+    a :class:`CollectorError` naming the episode's seed; the collector is then closed.
+
+    Args:
+        env_id, env_kwargs: the env every worker builds.
+        workers: number of worker processes.
+
+    Raises:
+        CollectorError: a worker could not build the env (the worker's error is its cause).
     """
 
     def __init__(
@@ -186,13 +199,31 @@ class VectorCollector(Collector):
     ) -> None:
         if int(workers) != workers or workers < 1:
             raise InvalidConfigError(f"workers={workers!r} must be a positive integer")
-        self.workers = int(workers)
-        factory = partial(_single_threaded_env, env_id, dict(env_kwargs or {}))
-        self.envs = gym.vector.AsyncVectorEnv(
-            [factory] * self.workers, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
-        )
-        self.action_space = _box(self.envs.single_action_space)
-        self._pending = False  # a step was interrupted (Ctrl-C): close must not wait for it
+        context = multiprocessing.get_context("spawn")  # no fork of a process running torch
+        self._workers: list[_Worker] = []
+        self._broken = False
+        try:
+            for index in range(int(workers)):
+                parent, child = context.Pipe()
+                process = context.Process(
+                    target=_serve,
+                    args=(child, env_id, dict(env_kwargs or {})),
+                    name=f"lrgym-worker-{index}",
+                    daemon=True,
+                )
+                process.start()
+                child.close()
+                self._workers.append(_Worker(index, process, parent))
+            spaces = [self._receive(worker, None)[1] for worker in self._workers]
+        except BaseException:
+            self._stop(terminate=True)
+            raise
+        self.action_space = _box(spaces[0])
+
+    @property
+    def pids(self) -> list[int | None]:
+        """The worker processes' ids, in worker order."""
+        return [worker.process.pid for worker in self._workers]
 
     def run(
         self,
@@ -202,50 +233,121 @@ class VectorCollector(Collector):
         keep_curves: bool = False,
         progress: Progress | None = None,
     ) -> list[Episode]:
+        if self._broken or not self._workers:
+            raise CollectorError("this collector was closed (after an error or by close())")
         batch = _check_batch(actions, seeds, self.action_space)
-        episodes: list[Episode] = []
-        w = self.workers
-        for start in range(0, len(seeds), w):
-            round_seeds = [int(s) for s in seeds[start : start + w]]
-            round_actions = batch[start : start + w]
-            real = len(round_seeds)
-            if real < w:  # pad the last round
-                round_seeds += [round_seeds[-1]] * (w - real)
-                round_actions = np.concatenate(
-                    [round_actions, round_actions[-1:].repeat(w - real, 0)]
-                )
-            self._pending = True
-            self.envs.reset(seed=round_seeds)  # type: ignore[arg-type]  # one seed per env
-            _, _, terminated, _, info = self.envs.step(round_actions)
-            self._pending = False
-            if not np.all(terminated):
-                raise LrgymError("the env did not end its episode after one step")
-            final = info["final_info"]
-            for j in range(real):
-                row = {key: final[key][j] for key in _INFO_KEYS}
-                episodes.append(_episode(round_seeds[j], row, keep_curves))
-            if progress is not None:
-                progress(real)
-        return episodes
+        results: list[Episode | None] = [None] * len(seeds)
+        waiting = deque(range(len(seeds)))
+        busy: dict[_Worker, int] = {}
+        try:
+            while waiting or busy:
+                for worker in self._workers:
+                    if waiting and worker not in busy:
+                        j = waiting.popleft()
+                        worker.connection.send((int(seeds[j]), batch[j], keep_curves))
+                        busy[worker] = j
+                ready = wait([w.connection for w in busy] + [w.process.sentinel for w in busy])
+                done = [w for w in busy if w.connection in ready or w.process.sentinel in ready]
+                for worker in done:
+                    j = busy.pop(worker)
+                    results[j] = self._receive(worker, int(seeds[j]))[1]
+                    if progress is not None:
+                        progress(1)
+        except BaseException:
+            self._broken = True  # episodes may still be running: this collector is done
+            self._stop(terminate=True)
+            raise
+        return [r for r in results if r is not None]
+
+    def _receive(self, worker: _Worker, seed: int | None) -> tuple[str, Any]:
+        """The worker's next message; a dead worker or a failure becomes a CollectorError."""
+        what = "building the env" if seed is None else f"the episode with reset(seed={seed})"
+        try:
+            kind, payload = worker.connection.recv()
+        except (EOFError, ConnectionError):
+            worker.process.join(timeout=5)
+            code = worker.process.exitcode
+            raise CollectorError(
+                f"worker {worker.index} (pid {worker.process.pid}) died during {what}"
+                + (f" (exit code {code})" if code is not None else "")
+                + "; the episode can be rerun alone with SerialCollector to see why"
+            ) from None
+        if kind == "error":
+            error, trace = payload
+            raise CollectorError(
+                f"worker {worker.index} failed during {what}: {error!r}\n"
+                f"--- the worker's traceback ---\n{trace}"
+            ) from error
+        return kind, payload
+
+    def _stop(self, *, terminate: bool) -> None:
+        for worker in self._workers:
+            if not terminate:
+                with contextlib.suppress(OSError):
+                    worker.connection.send(None)
+        for worker in self._workers:
+            if terminate:
+                worker.process.terminate()
+            worker.process.join(timeout=5 if not terminate else None)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.connection.close()
+        self._workers = []
 
     def close(self) -> None:
-        if self._pending:  # stop the workers now instead of waiting for their episodes
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.envs.close(terminate=True)
-        else:
-            self.envs.close()
+        self._stop(terminate=self._broken)
 
 
-def _single_threaded_env(env_id: str, env_kwargs: Mapping[str, Any]) -> gym.Env[Any, Any]:
-    """Make the env in a worker process whose torch uses one thread (as in every backend) and
-    which leaves Ctrl-C to the main process (that stops the workers)."""
-    import lrgym  # noqa: F401 - registers the environments in the worker process
+class CollectorError(LrgymError):
+    """A worker died or an episode failed in a worker; the message names the episode's seed."""
 
-    if multiprocessing.parent_process() is not None:  # not the main process's probe env
-        torch.set_num_threads(1)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    return gym.make(env_id, **env_kwargs)
+
+@dataclass(eq=False)
+class _Worker:
+    index: int
+    process: Any  # multiprocessing.process.BaseProcess
+    connection: Any  # multiprocessing.connection.Connection
+
+
+def _serve(connection: Any, env_id: str, env_kwargs: Mapping[str, Any]) -> None:
+    """A worker process: build the env once, then run each episode it is sent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    torch.set_num_threads(1)
+    try:
+        import lrgym  # noqa: F401 - registers the environments
+
+        env = gym.make(env_id, **env_kwargs)
+    except Exception as exc:
+        connection.send(("error", (_portable(exc), traceback.format_exc())))
+        return
+    connection.send(("ready", env.action_space))
+    while True:
+        try:
+            job = connection.recv()
+        except EOFError:  # the main process has gone
+            return
+        if job is None:
+            env.close()
+            return
+        seed, action, keep_curves = job
+        try:
+            env.reset(seed=seed)
+            _, _, terminated, _, info = env.step(action)
+            if not terminated:
+                raise LrgymError("the env did not end its episode after one step")
+            message: tuple[str, Any] = ("episode", _episode(seed, info, keep_curves))
+        except Exception as exc:
+            message = ("error", (_portable(exc), traceback.format_exc()))
+        connection.send(message)
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling (to be sent to the main process), else a stand-in."""
+    try:
+        return pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return LrgymError(f"{type(exc).__name__}: {exc}")
 
 
 class _RayWorker:
@@ -284,7 +386,7 @@ class RayCollector(Collector):
             import ray
         except ImportError:
             raise LrgymError(
-                'the ray backend needs Ray: pip install "lrgym[ray]" (or pick --backend vector)'
+                'the ray backend needs Ray: pip install "lrgym[ray]" (or pick --backend process)'
             ) from None
         if int(workers) != workers or workers < 1:
             raise InvalidConfigError(f"workers={workers!r} must be a positive integer")
@@ -346,7 +448,7 @@ def make_collector(
     workers: int = 1,
     ray_address: str | None = None,
 ) -> Collector:
-    """The collector of ``backend`` (``"serial"``, ``"vector"`` or ``"ray"``)."""
+    """The collector of ``backend`` (``"serial"``, ``"process"`` or ``"ray"``)."""
     if backend not in BACKENDS:
         raise choice_error("backend", backend, BACKENDS)
     if ray_address is not None and backend != "ray":
@@ -355,9 +457,9 @@ def make_collector(
         if workers != 1:
             raise InvalidConfigError(
                 f"workers={workers!r}: the serial backend runs one episode at a time; use "
-                "backend='vector' or 'ray' for more workers"
+                "backend='process' or 'ray' for more workers"
             )
         return SerialCollector(env_id, env_kwargs)
-    if backend == "vector":
-        return VectorCollector(env_id, env_kwargs, workers=workers)
+    if backend == "process":
+        return ProcessCollector(env_id, env_kwargs, workers=workers)
     return RayCollector(env_id, env_kwargs, workers=workers, address=ray_address)

@@ -1,6 +1,6 @@
 """The REPS workflow: train with checkpoints, resume, save and evaluate controllers.
 
-:func:`train_reps` runs REPS on an env through a collector (serial, vector or Ray) and writes
+:func:`train_reps` runs REPS on an env through a collector (serial, process or Ray) and writes
 into an output directory:
 
 * ``run.json``: the run's settings (what ``--resume`` checks against);

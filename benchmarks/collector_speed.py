@@ -1,12 +1,14 @@
-"""Episodes per second of the serial and vector collectors, measured side by side in one run.
+"""Episodes per second of the serial and process collectors, measured side by side in one run.
 
-Runs the same batch of episodes (same seeds, same actions) with ``SerialCollector`` and with
-``VectorCollector`` (``--workers`` processes), alternating round by round so that machine noise
-hits both alike, checks that both give identical rewards, and prints each backend's median
-seconds per batch and the speed-up of the vector backend. Collector start-up (process spawn,
-imports, data loading) is excluded; it is paid once per run.
+For each env, runs the same batches of episodes (same seeds, same actions) with
+``SerialCollector`` (one torch thread in this process) and with ``ProcessCollector``
+(``--workers`` processes of one torch thread each), alternating round by round so that machine
+noise hits both alike. It checks that both give identical rewards and prints each backend's
+median seconds per batch and the speed-up of the process backend. Collector start-up (process
+spawn, imports, data loading) is excluded; it is paid once per run.
 
-    python benchmarks/collector_speed.py --env StepSizeControl-Digits-v0 --episodes 8
+    python benchmarks/collector_speed.py --data-root ../shared/data
+    python benchmarks/collector_speed.py --env StepSizeControl-Digits-v0 --episodes 16
 """
 
 from __future__ import annotations
@@ -15,54 +17,70 @@ import argparse
 import json
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 import torch
 
 import lrgym  # noqa: F401 - registers the environments
-from agents.collect import SerialCollector, VectorCollector, episode_seeds
+from agents.collect import ProcessCollector, SerialCollector, episode_seeds
+
+
+def compare(env_id: str, kwargs: dict[str, Any], episodes: int, workers: int, rounds: int) -> float:
+    """Print the rounds and the median speed-up of the process backend; return it."""
+    actions = np.random.default_rng(0).uniform(-0.3, 0.3, (episodes, 5)).astype(np.float32)
+    print(f"{env_id}: {episodes} episodes per batch, {rounds} rounds, {workers} workers")
+    times: dict[str, list[float]] = {"serial": [], "process": []}
+    with (
+        SerialCollector(env_id, kwargs) as serial,
+        ProcessCollector(env_id, kwargs, workers=workers) as parallel,
+    ):
+        for r in range(rounds):
+            seeds = episode_seeds(0, r, episodes)
+            rewards = {}
+            for name, collector in (("serial", serial), ("process", parallel)):
+                start = time.perf_counter()
+                rewards[name] = [e.reward for e in collector.run(actions, seeds)]
+                times[name].append(time.perf_counter() - start)
+            same = rewards["serial"] == rewards["process"]
+            print(
+                f"  round {r}: serial {times['serial'][-1]:.1f} s, process "
+                f"{times['process'][-1]:.1f} s, identical rewards: {same}"
+            )
+            if not same:
+                raise SystemExit("the backends disagree")
+    serial_s, process_s = statistics.median(times["serial"]), statistics.median(times["process"])
+    ratios = [s / p for s, p in zip(times["serial"], times["process"], strict=True)]
+    print(
+        f"  median per batch: serial {serial_s:.1f} s, process {process_s:.1f} s; process is "
+        f"x{serial_s / process_s:.2f} the episodes per second of serial (per round "
+        f"{min(ratios):.2f}-{max(ratios):.2f}; {episodes / process_s:.2f} vs "
+        f"{episodes / serial_s:.2f} episodes/s)"
+    )
+    return serial_s / process_s
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="StepSizeControl-Digits-v0")
-    parser.add_argument("--episodes", type=int, default=8, help="episodes per batch")
+    parser.add_argument(
+        "--env",
+        action="append",
+        help="env id (repeatable); default: StepSizeControl-Digits-v0 and StepSizeControl-MNIST-v0",
+    )
+    parser.add_argument("--episodes", type=int, default=16, help="episodes per batch")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--data-root", default=None)
     parser.add_argument("--env-kwargs", default="{}", help="JSON object of extra env arguments")
     args = parser.parse_args()
+    envs = args.env or ["StepSizeControl-Digits-v0", "StepSizeControl-MNIST-v0"]
     kwargs = json.loads(args.env_kwargs)
-    actions = np.random.default_rng(0).uniform(-0.3, 0.3, (args.episodes, 5)).astype(np.float32)
-    print(
-        f"{args.env}: {args.episodes} episodes per batch, {args.rounds} rounds, vector with "
-        f"{args.workers} workers; torch {torch.__version__}, {torch.get_num_threads()} threads "
-        "in this process (1 per vector worker)"
-    )
-    times: dict[str, list[float]] = {"serial": [], "vector": []}
-    with (
-        SerialCollector(args.env, kwargs) as serial,
-        VectorCollector(args.env, kwargs, workers=args.workers) as vector,
-    ):
-        for r in range(args.rounds):
-            seeds = episode_seeds(0, r, args.episodes)
-            rewards = {}
-            for name, collector in (("serial", serial), ("vector", vector)):
-                start = time.perf_counter()
-                rewards[name] = [e.reward for e in collector.run(actions, seeds)]
-                times[name].append(time.perf_counter() - start)
-            same = rewards["serial"] == rewards["vector"]
-            print(
-                f"round {r}: serial {times['serial'][-1]:.1f} s, vector "
-                f"{times['vector'][-1]:.1f} s, identical rewards: {same}"
-            )
-            if not same:
-                raise SystemExit("the backends disagree")
-    serial_s, vector_s = statistics.median(times["serial"]), statistics.median(times["vector"])
-    print(
-        f"median per batch: serial {serial_s:.1f} s, vector {vector_s:.1f} s; vector is "
-        f"x{serial_s / vector_s:.2f} faster ({args.episodes / vector_s:.2f} vs "
-        f"{args.episodes / serial_s:.2f} episodes/s)"
-    )
+    if args.data_root is not None:
+        kwargs["data_root"] = args.data_root
+    print(f"torch {torch.__version__}; every episode runs with one torch thread")
+    speedups = {env_id: compare(env_id, kwargs, args.episodes, args.workers, args.rounds)
+                for env_id in envs}  # fmt: skip
+    print("summary: " + ", ".join(f"{e} x{s:.2f}" for e, s in speedups.items()))
 
 
 if __name__ == "__main__":

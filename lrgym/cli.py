@@ -10,7 +10,7 @@ For example::
 
     lrgym run --env StepSizeControl-Digits-v0 --episodes 3 --seed 0
     lrgym train reps --env StepSizeControl-Digits-v0 --iterations 10 --samples 16 \\
-        --workers 2 --backend vector --seed 0 --out runs/digits
+        --workers 2 --seed 0 --out runs/digits
     lrgym evaluate runs/digits/controller.json --episodes 20 --seed 1000
 """
 
@@ -97,9 +97,9 @@ def _add_backend(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="episodes run at once")
     parser.add_argument(
         "--backend",
-        choices=("serial", "vector", "ray"),
+        choices=("serial", "process", "ray"),
         default=None,
-        help="serial (default for 1 worker), vector (processes; default for more) or ray",
+        help="serial (default for 1 worker), process (worker processes; default for more) or ray",
     )
     parser.add_argument("--ray-address", default=None, help="Ray cluster to join (ray backend)")
 
@@ -121,7 +121,7 @@ def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def _backend(args: argparse.Namespace) -> str:
     if args.backend is not None:
         return str(args.backend)
-    return "ray" if args.ray_address else ("serial" if args.workers == 1 else "vector")
+    return "ray" if args.ray_address else ("serial" if args.workers == 1 else "process")
 
 
 def _train_reps(args: argparse.Namespace) -> int:

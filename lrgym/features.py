@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrgym.errors import InvalidConfigError, choice_error
+from lrgym.tasks import covers_whole_input, flatten_alike
 
 EPS = 1e-30
 """Added to every variance before the log."""
@@ -99,10 +100,13 @@ def per_example_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 @dataclass
 class _Record:
-    """One call of a layer: its input, and the gradient of its output once backward ran."""
+    """One call of a layer: its input, and the gradient of its output once backward ran
+    (with, for a spatial conv with a bias, that gradient summed over positions, ``(B, C)``,
+    taken while it is still in cache)."""
 
     inputs: torch.Tensor
     grad: torch.Tensor | None = None
+    grad_sums: torch.Tensor | None = None
 
 
 class DirectionalProbe:
@@ -149,9 +153,12 @@ class DirectionalProbe:
             return
         record = _Record(inputs[0].detach())
         self._records.setdefault(module, []).append(record)
+        sums = isinstance(module, nn.Conv2d) and module.bias is not None and not _is_dense(out)
 
         def keep(grad: torch.Tensor) -> None:
             record.grad = grad
+            if sums:
+                record.grad_sums = grad.sum(dim=(2, 3))
 
         out.register_hook(keep)
 
@@ -204,7 +211,7 @@ class DirectionalProbe:
                     bias = update[index[1]] if len(index) > 1 else None
                     if weight is None:
                         raise ValueError(f"no update given for recorded layer {module}")
-                    share = _contract(module, record.inputs, record.grad, weight, bias)
+                    share = _contract(module, record, weight, bias)
                     shares[module] = shares[module] + share if module in shares else share
         return shares
 
@@ -289,30 +296,39 @@ def _is_dense(grad: torch.Tensor) -> bool:
 
 
 def _contract(
-    module: nn.Module,
-    x: torch.Tensor,
-    grad: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
+    module: nn.Module, record: _Record, weight: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
-    """``<grad[i], layer(x[i]; weight, bias)>`` for each example ``i``, shape ``(B,)``."""
-    if isinstance(module, nn.Conv2d) and _is_dense(grad) and _whole_image_kernel(module, x):
+    """``<grad[i], layer(x[i]; weight, bias)>`` for each example ``i`` of the recorded input
+    ``x`` and output gradient ``grad``, shape ``(B,)``.
+
+    Works in the memory format the layer ran in (no copy of the activations); a spatial conv's
+    bias share is ``sum_hw grad[i]`` dotted with the bias, which spares adding it everywhere."""
+    x, grad = record.inputs, record.grad
+    assert grad is not None
+    if isinstance(module, nn.Conv2d) and _is_dense(grad) and covers_whole_input(module, x):
         # a conv whose kernel covers its whole input is a matrix product (much faster on CPU)
-        z = F.linear(x.flatten(1), weight.flatten(1), bias)
-    elif isinstance(module, nn.Conv2d):
-        z = module._conv_forward(x, weight, bias)
-    else:
-        z = F.linear(x, weight, bias)
+        z = F.linear(*flatten_alike(x, weight), bias)
+        return torch.linalg.vecdot(z, grad.flatten(1)).to(torch.float32)
+    if isinstance(module, nn.Conv2d):
+        z = module._conv_forward(x, weight, None)
+        share = torch.linalg.vecdot(*_rows_in_memory_order(z, grad))
+        if bias is not None:
+            sums = record.grad_sums if record.grad_sums is not None else grad.sum(dim=(2, 3))
+            share = share + sums @ bias
+        return share.to(torch.float32)
+    z = F.linear(x, weight, bias)
     return torch.linalg.vecdot(z.flatten(1), grad.flatten(1)).to(torch.float32)
 
 
-def _whole_image_kernel(conv: nn.Conv2d, x: torch.Tensor) -> bool:
-    return (
-        tuple(x.shape[2:]) == tuple(conv.kernel_size)
-        and conv.groups == 1
-        and tuple(conv.dilation) == (1, 1)
-        and conv.padding in ((0, 0), "valid")
-    )
+def _rows_in_memory_order(z: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``z`` and ``grad`` ``(B, C, H, W)`` as ``(B, C*H*W)`` rows whose entries are in the same
+    order, views where ``z``'s layout (contiguous or channels-last) allows."""
+    if z.is_contiguous():
+        return z.flatten(1), grad.contiguous().flatten(1)
+    if z.is_contiguous(memory_format=torch.channels_last):
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        return z.permute(0, 2, 3, 1).flatten(1), grad.permute(0, 2, 3, 1).flatten(1)
+    return z.flatten(1), grad.flatten(1)
 
 
 def _param_names(model: nn.Module, module: nn.Module) -> list[str]:

@@ -16,6 +16,14 @@ Architectures (``architecture=``):
   conv5-maxpool-relu-conv5-relu-avgpool-conv5-relu-avgpool-conv-relu-conv1x1 (2x2 pools).
 * ``"mlp"``: fully connected ReLU nets with one sampled width per hidden layer, for
   architecture transfer (and the only choice for non-image data).
+
+A conv whose kernel covers its whole input (the last two layers of the conv nets) is a
+:class:`WholeInputConv2d`: the same function and parameters as ``nn.Conv2d``, computed as a
+matrix product, which is several times faster than a convolution routine on the CPU.
+
+Memory format: conv nets train in the layout measured fastest for their architecture on the
+device (:func:`choose_memory_format`), read from a fixed table so that the same task always
+runs the same arithmetic and results stay bit-reproducible.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lrgym.data import DATASETS
@@ -34,6 +43,18 @@ from lrgym.errors import InvalidConfigError, choice_error
 
 ARCHITECTURES = ("cnn", "lenet", "cifar-quick", "mlp")
 OPTIMIZERS = ("sgd", "rmsprop", "adam")
+MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+"""Choices of ``memory_format``: ``"auto"`` takes :data:`FASTEST_MEMORY_FORMAT`."""
+
+FASTEST_MEMORY_FORMAT: dict[tuple[str, str], str] = {
+    ("cpu", "cnn"): "channels_last",
+    ("cpu", "lenet"): "channels_last",
+    ("cpu", "cifar-quick"): "channels_last",
+    ("cpu", "mlp"): "contiguous",
+}
+"""The memory format ``"auto"`` picks per ``(device type, architecture)``, measured with
+``benchmarks/memory_format.py`` (a featured training step in each format, side by side, one
+torch thread). Pairs not in the table (devices not measured) run contiguous."""
 
 DEFAULT_WIDTHS: dict[str, tuple[tuple[int, int], ...]] = {
     "cnn": ((2, 9), (5, 24), (50, 249)),
@@ -174,6 +195,43 @@ def _int_range(name: str, value: Iterable[int]) -> tuple[int, int]:
     return int(low), int(high)
 
 
+class WholeInputConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` whose kernel covers its whole input (no padding), so that its output
+    is ``1x1``: computed as ``F.linear`` of the flattened input and weight, the same function
+    with the same parameters. Inputs of another size go through the convolution."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not covers_whole_input(self, input):
+            return super().forward(input)
+        out = F.linear(*flatten_alike(input, self.weight), self.bias)
+        return out.view(*out.shape, 1, 1)
+
+
+def covers_whole_input(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether ``conv`` applied to ``x`` ``(B, C, H, W)`` is a matrix product: its kernel is
+    the input's ``H x W``, without padding, dilation or groups."""
+    return (
+        tuple(x.shape[2:]) == tuple(conv.kernel_size)
+        and conv.groups == 1
+        and tuple(conv.dilation) == (1, 1)
+        and conv.padding in ((0, 0), "valid")
+    )
+
+
+def flatten_alike(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` ``(B, C, H, W)`` and ``weight`` ``(O, C, H, W)`` flattened to ``(B, CHW)`` and
+    ``(O, CHW)`` with their entries in the same order: views, without a copy, when both are
+    channels-last (order ``h, w, c``) or both contiguous (order ``c, h, w``)."""
+    channels_last = torch.channels_last
+    if (
+        x.is_contiguous(memory_format=channels_last)
+        and weight.is_contiguous(memory_format=channels_last)
+        and not (x.is_contiguous() and weight.is_contiguous())
+    ):
+        return x.permute(0, 2, 3, 1).flatten(1), weight.permute(0, 2, 3, 1).flatten(1)
+    return x.flatten(1), weight.flatten(1)
+
+
 def _paper_cnn(shape: tuple[int, ...], widths: Sequence[int], classes: int) -> nn.Sequential:
     channels, side = shape[0], shape[1]
     kernel, pad = (5, 0) if side >= 20 else (3, 1)
@@ -186,9 +244,9 @@ def _paper_cnn(shape: tuple[int, ...], widths: Sequence[int], classes: int) -> n
         nn.MaxPool2d(2),
         nn.Conv2d(c1, c2, kernel, padding=pad),
         nn.MaxPool2d(2),
-        nn.Conv2d(c2, c3, after),
+        WholeInputConv2d(c2, c3, after),
         nn.ReLU(),
-        nn.Conv2d(c3, classes, 1),
+        WholeInputConv2d(c3, classes, 1),
         nn.Flatten(),
     )
 
@@ -208,9 +266,9 @@ def _cifar_quick(shape: tuple[int, ...], widths: Sequence[int], classes: int) ->
         nn.Conv2d(c2, c3, 5, padding=2),
         nn.ReLU(),
         nn.AvgPool2d(2),
-        nn.Conv2d(c3, c4, side),
+        WholeInputConv2d(c3, c4, side),
         nn.ReLU(),
-        nn.Conv2d(c4, classes, 1),
+        WholeInputConv2d(c4, classes, 1),
         nn.Flatten(),
     )
 
@@ -263,6 +321,26 @@ def build_model(
                 if module.bias is not None:
                     nn.init.uniform_(module.bias, -bound, bound, generator=generator)
     return model.to(device)
+
+
+def choose_memory_format(
+    architecture: str, device: torch.device | str = "cpu", choice: str = "auto"
+) -> torch.memory_format:
+    """The memory format a network of ``architecture`` trains in on ``device``.
+
+    Args:
+        architecture: one of :data:`ARCHITECTURES`.
+        device: the torch device.
+        choice: ``"auto"`` (the measured :data:`FASTEST_MEMORY_FORMAT`), ``"contiguous"`` or
+            ``"channels_last"`` (ignored by the MLP, whose inputs are flattened).
+    """
+    if choice not in MEMORY_FORMATS:
+        raise choice_error("memory_format", choice, MEMORY_FORMATS)
+    if architecture == "mlp":
+        return torch.contiguous_format
+    if choice == "auto":
+        choice = FASTEST_MEMORY_FORMAT.get((torch.device(device).type, architecture), "contiguous")
+    return torch.channels_last if choice == "channels_last" else torch.contiguous_format
 
 
 def make_optimizer(task: Task, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:

@@ -35,7 +35,7 @@ from lrgym.features import (
     log_variance,
     per_example_losses,
 )
-from lrgym.tasks import Task, build_model, make_optimizer
+from lrgym.tasks import Task, build_model, choose_memory_format, make_optimizer
 
 _CHUNK = 1000  # examples per forward pass when evaluating
 
@@ -120,6 +120,9 @@ class TrainingRun:
         features: how features are computed.
         eval_size: examples in the fixed evaluation sample of the training subset.
         device: torch device.
+        memory_format: ``"auto"`` (the format measured fastest for the architecture on the
+            device, :func:`lrgym.tasks.choose_memory_format`), ``"contiguous"`` or
+            ``"channels_last"``. The model, its inputs and the feature contraction run in it.
     """
 
     def __init__(
@@ -130,6 +133,7 @@ class TrainingRun:
         features: FeatureConfig | None = None,
         eval_size: int = 1000,
         device: str | torch.device = "cpu",
+        memory_format: str = "auto",
     ) -> None:
         if data.name != task.dataset:
             raise InvalidConfigError(f"task is for {task.dataset!r} but data is {data.name!r}")
@@ -138,9 +142,10 @@ class TrainingRun:
         self.task, self.data, self.device = task, data, torch.device(device)
         self.config = features or FeatureConfig()
         self._generator = torch.Generator().manual_seed(task.seed)
+        self.memory_format = choose_memory_format(task.architecture, self.device, memory_format)
         self.model = build_model(
             task, data.input_shape, data.num_classes, self._generator, self.device
-        )
+        ).to(memory_format=self.memory_format)
         n = data.train_x.shape[0]
         size = min(n, max(task.batch_size, 2, round(task.subset_fraction * n)))
         subset = torch.randperm(n, generator=self._generator)[:size]
@@ -165,10 +170,15 @@ class TrainingRun:
             fresh = torch.randperm(self._x.shape[0], generator=self._generator)
             self._order = torch.cat([self._order, fresh])
         idx, self._order = self._order[:b], self._order[b:]
-        return self._inputs(self._x[idx]), self._y[idx].to(self.device)
+        # index_select: ~10x faster than advanced indexing for a few rows of a big tensor
+        rows = torch.index_select(self._x, 0, idx)
+        return self._inputs(rows), torch.index_select(self._y, 0, idx).to(self.device)
 
     def _inputs(self, raw: torch.Tensor) -> torch.Tensor:
-        return self.data.normalise(raw).to(self.device)
+        inputs = self.data.normalise(raw).to(self.device)
+        if inputs.dim() != 4:
+            return inputs
+        return inputs.contiguous(memory_format=self.memory_format)
 
     def step(self, lr: float) -> StepOutcome:
         """Take one optimiser step at learning rate ``lr`` and update the features."""
@@ -343,6 +353,7 @@ def train(
     eval_size: int = 1000,
     test_size: int | None = None,
     device: str | torch.device = "cpu",
+    memory_format: str = "auto",
 ) -> TrainingResult:
     """Run ``task`` to the end (or to divergence) with ``controller`` setting the learning rate.
 
@@ -355,13 +366,21 @@ def train(
         eval_size: examples in the fixed evaluation sample.
         test_size: test examples used for the final test metrics (all if ``None``).
         device: torch device.
+        memory_format: see :class:`TrainingRun`.
 
     Raises:
         InvalidConfigError: the controller returned a learning rate that is not a positive
             finite number.
     """
     start = time.perf_counter()
-    run = TrainingRun(task, data, features=features, eval_size=eval_size, device=device)
+    run = TrainingRun(
+        task,
+        data,
+        features=features,
+        eval_size=eval_size,
+        device=device,
+        memory_format=memory_format,
+    )
     eval_steps = evaluation_steps(task.steps, eval_points)
     eval_set = set(eval_steps.tolist())
     measured = {0: run.evaluate_train()}

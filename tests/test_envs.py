@@ -120,6 +120,24 @@ def test_seeds_sample_different_tasks_and_unseeded_resets_continue(
     assert again["task"] == first["task"]
 
 
+@pytest.mark.parametrize("env_id", ["StepSizeControl-MNIST-v0", "StepSizeControl-CIFAR10-v0"])
+def test_memory_formats_train_the_same_run_up_to_rounding(
+    env_id: str, fake_root: Path, mnist_root: Path
+) -> None:
+    action = np.array([0.1, -0.2, 0.05, 0.0, 0.3], dtype=np.float32)
+    curves = {}
+    for layout in ("contiguous", "channels_last"):
+        env = make(env_id, fake_root, mnist_root, memory_format=layout, steps=[25, 25])
+        env.reset(seed=5)
+        *_, info = env.step(action)
+        curves[layout] = info["curves"]
+    a, b = curves.values()
+    np.testing.assert_allclose(a.losses, b.losses, rtol=1e-4)
+    np.testing.assert_allclose(a.learning_rates, b.learning_rates, rtol=1e-3)
+    np.testing.assert_allclose(a.features, b.features, rtol=1e-3, atol=1e-3)
+    assert not np.array_equal(a.losses, b.losses)  # two layouts really ran
+
+
 def test_global_random_state_is_never_touched(fake_root: Path, mnist_root: Path) -> None:
     env = make("StepSizeControl-Digits-v0", fake_root, mnist_root)
     torch_state, numpy_state = torch.random.get_rng_state(), np.random.get_state()
@@ -208,6 +226,7 @@ def test_divergence_gives_the_finite_penalty(fake_root: Path, mnist_root: Path) 
         ({"eval_points": 1}, "eval_points=1"),
         ({"lr": [1e-3, 100.0]}, "must lie inside lr_bounds"),
         ({"architecture": "cnn", "widths": None}, "use architecture='mlp'"),
+        ({"memory_format": "nhwc"}, "'auto', 'contiguous', 'channels_last'"),
     ],
 )
 def test_bad_arguments_raise_errors_listing_what_is_allowed(

@@ -173,13 +173,25 @@ MODEL_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(MODEL_CASES))
-def test_base_features_matches_per_example_reference(case: str) -> None:
+FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+@pytest.mark.parametrize(
+    "case,memory_format",
+    [(case, f) for case in MODEL_CASES for f in FORMATS if case != "mlp-flat" or f == "contiguous"],
+)
+def test_base_features_matches_per_example_reference(case: str, memory_format: str) -> None:
     dataset, arch, widths, shape, classes = MODEL_CASES[case]
     task = make_task(dataset, arch, widths)
     model = build_model(task, shape, classes, torch.Generator().manual_seed(3))
     x, y = random_batch(shape, classes, 10, seed=4)
     update = random_update(model, seed=5)
+    if arch != "mlp":  # the model, its inputs and the update all in the layout under test
+        layout = FORMATS[memory_format]
+        model = model.to(memory_format=layout)
+        x = x.contiguous(memory_format=layout)
+        update = {n: u.contiguous(memory_format=layout) if u.dim() == 4 else u
+                  for n, u in update.items()}  # fmt: skip
 
     phi1, phi2 = base_features(model, x, y, update)
     ref1, ref2, df = reference_features(model, x, y, update)
@@ -339,10 +351,14 @@ OPTIMIZERS = [("sgd", 0.0, 0.1), ("sgd", 0.9, 0.1), ("rmsprop", 0.0, 1e-3), ("ad
 LOOP_TASKS = {"digits-cnn": ("digits", "cnn", (4, 9, 40)), "toy-mlp": ("toy", "mlp", (32, 24))}
 
 
+LOOP_CASES = [("digits-cnn", "contiguous"), ("digits-cnn", "channels_last"), ("toy-mlp", "auto")]
+
+
 @pytest.mark.parametrize("optimizer,momentum,lr", OPTIMIZERS)
-@pytest.mark.parametrize("setting", list(LOOP_TASKS))
+@pytest.mark.parametrize("setting,memory_format", LOOP_CASES)
 def test_training_run_matches_reference(
     setting: str,
+    memory_format: str,
     optimizer: str,
     momentum: float,
     lr: float,
@@ -352,7 +368,12 @@ def test_training_run_matches_reference(
     dataset, arch, widths = LOOP_TASKS[setting]
     data = datasets[dataset]
     task = make_task(dataset, arch, widths, optimizer=optimizer, momentum=momentum, seed=11)
-    run = TrainingRun(task, data, features=FeatureConfig(gamma=0.8), eval_size=16)
+    run = TrainingRun(
+        task, data, features=FeatureConfig(gamma=0.8), eval_size=16, memory_format=memory_format
+    )
+    if memory_format == "channels_last":  # the layout under test is the one that ran
+        assert run.model[2].weight.is_contiguous(memory_format=torch.channels_last)
+        assert not run.model[2].weight.is_contiguous()  # conv2: 4 input channels
     batches = record_batches(run, monkeypatch)
     structure = build_model(task, data.input_shape, data.num_classes, torch.Generator())
 

@@ -7,9 +7,17 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lrgym.errors import InvalidConfigError
-from lrgym.tasks import Task, TaskFamily, build_model, make_optimizer
+from lrgym.tasks import (
+    Task,
+    TaskFamily,
+    WholeInputConv2d,
+    build_model,
+    choose_memory_format,
+    make_optimizer,
+)
 
 
 def task(**changes: object) -> Task:
@@ -98,9 +106,9 @@ def test_lenet_has_the_paper_layer_sequence() -> None:
         "MaxPool2d",
         "Conv2d",
         "MaxPool2d",
-        "Conv2d",
+        "WholeInputConv2d",
         "ReLU",
-        "Conv2d",
+        "WholeInputConv2d",
         "Flatten",
     ]
     convs = [m for m in model if isinstance(m, torch.nn.Conv2d)]
@@ -160,3 +168,32 @@ def test_bad_families_name_the_field(kwargs: dict[str, object], words: str) -> N
 def test_image_architectures_refuse_flat_inputs() -> None:
     with pytest.raises(InvalidConfigError, match="use architecture='mlp'"):
         build_model(task(dataset="toy"), (16,), 4, torch.Generator())
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("bias", [True, False])
+def test_whole_input_conv_is_the_convolution_it_replaces(
+    layout: torch.memory_format, bias: bool
+) -> None:
+    gen = torch.Generator().manual_seed(0)
+    conv = WholeInputConv2d(6, 7, 4, bias=bias).double().to(memory_format=layout)
+    x = torch.randn(5, 6, 4, 4, dtype=torch.float64, generator=gen)
+    expected = F.conv2d(x, conv.weight.detach().contiguous(), conv.bias)  # float64 reference
+    out = conv(x.contiguous(memory_format=layout))
+    assert out.shape == (5, 7, 1, 1)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    (out**2).sum().backward()  # gradients reach the conv-shaped parameters
+    assert conv.weight.grad is not None and conv.weight.grad.shape == (7, 6, 4, 4)
+    larger = torch.randn(5, 6, 6, 6, dtype=torch.float64, generator=gen)  # not a whole input
+    torch.testing.assert_close(conv(larger), F.conv2d(larger, conv.weight, conv.bias))
+    assert conv(larger).shape == (5, 7, 3, 3)
+
+
+@pytest.mark.parametrize("architecture", ["cnn", "lenet", "cifar-quick"])
+def test_conv_nets_train_channels_last_on_the_cpu_and_mlps_contiguous(architecture: str) -> None:
+    assert choose_memory_format(architecture, "cpu") == torch.channels_last  # measured table
+    assert choose_memory_format(architecture, "cpu", "contiguous") == torch.contiguous_format
+    assert choose_memory_format("mlp", "cpu", "channels_last") == torch.contiguous_format
+    assert choose_memory_format(architecture, "meta") == torch.contiguous_format  # not measured
+    with pytest.raises(InvalidConfigError, match=r"memory_format='nhwc'.*'channels_last'"):
+        choose_memory_format(architecture, "cpu", "nhwc")

@@ -1,4 +1,4 @@
-"""The REPS workflow: collectors (serial, vector, Ray), train/checkpoint/resume, controller
+"""The REPS workflow: collectors (serial, process, Ray), train/checkpoint/resume, controller
 files, and the ``lrgym train reps`` / ``lrgym evaluate`` commands."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,9 +21,10 @@ import pytest
 
 import lrgym
 from agents.collect import (
+    CollectorError,
     Episode,
+    ProcessCollector,
     SerialCollector,
-    VectorCollector,
     episode_seeds,
     make_collector,
 )
@@ -58,18 +60,56 @@ def test_episode_seeds_are_fixed_and_differ_between_iterations() -> None:
 @pytest.fixture(scope="module")
 def serial_results() -> list[Episode]:
     with SerialCollector(DIGITS, DIGITS_SHORT) as collector:
-        return collector.run(batch(5), episode_seeds(0, 0, 5))
+        return collector.run(batch(5), episode_seeds(0, 0, 5), keep_curves=True)
 
 
-def test_vector_backend_matches_serial_including_a_padded_round(
+def test_process_backend_matches_serial_bit_for_bit_on_cnn_episodes(
     serial_results: list[Episode],
 ) -> None:
     done: list[int] = []
-    with VectorCollector(DIGITS, DIGITS_SHORT, workers=2) as collector:  # the last round padded
-        results = collector.run(batch(5), episode_seeds(0, 0, 5), progress=done.append)
+    with ProcessCollector(DIGITS, DIGITS_SHORT, workers=2) as collector:
+        seeds = episode_seeds(0, 0, 5)
+        results = collector.run(batch(5), seeds, keep_curves=True, progress=done.append)
+        again = collector.run(batch(2, seed=1), seeds[:2])  # the workers serve many batches
+    assert [e.seed for e in results] == seeds  # in submission order
     assert [e.reward for e in results] == [e.reward for e in serial_results]
-    assert [e.seed for e in results] == episode_seeds(0, 0, 5)
-    assert results == serial_results and sum(done) == 5
+    assert results == serial_results and sum(done) == 5  # curves too, bit for bit
+    assert len(again) == 2 and again[0].reward != results[0].reward
+
+
+def test_a_worker_that_dies_ends_the_run_with_an_error_naming_its_seed() -> None:
+    seeds = [11, 12]
+    with ProcessCollector(DIGITS, {"steps": [20000, 20000]}, workers=2) as collector:
+        pids = collector.pids
+        victim = pids[0]  # gets the first episode
+        assert victim is not None
+        killer = threading.Timer(1.0, os.kill, (victim, signal.SIGKILL))
+        killer.start()
+        started = time.monotonic()
+        with pytest.raises(CollectorError, match=r"worker 0 .* died during the episode with "
+                           r"reset\(seed=11\) \(exit code -9\)"):  # fmt: skip
+            collector.run(batch(2), seeds)
+        assert time.monotonic() - started < 30  # no wait for the other worker's long episode
+        with pytest.raises(CollectorError, match="closed"):
+            collector.run(batch(1), [1])
+    for pid in pids:  # both workers are gone (the survivor was stopped, not left running)
+        assert pid is not None
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_an_episode_that_raises_in_a_worker_is_reported_with_its_seed() -> None:
+    with ProcessCollector("failing_env:Failing-v0", workers=2) as collector:
+        assert len(collector.run(batch(3), [2, 4, 6])) == 3
+        with pytest.raises(CollectorError, match=r"reset\(seed=7\).*odd seed 7") as error:
+            collector.run(batch(3), [2, 7, 4])
+    assert isinstance(error.value.__cause__, ValueError)
+    assert "Traceback" in str(error.value)  # the worker's traceback
+
+
+def test_a_worker_that_cannot_build_the_env_is_an_error_not_a_hang() -> None:
+    with pytest.raises(CollectorError, match=r"building the env.*widths"):
+        ProcessCollector(TOY, {"architecture": "mlp", "widths": []}, workers=2)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +163,7 @@ def ray_head() -> Iterator[str]:
 
 def test_ray_backend_matches_serial(serial_results: list[Episode], ray_head: str) -> None:
     with make_collector("ray", DIGITS, DIGITS_SHORT, workers=2, ray_address=ray_head) as collector:
-        results = collector.run(batch(5), episode_seeds(0, 0, 5))
+        results = collector.run(batch(5), episode_seeds(0, 0, 5), keep_curves=True)
     assert results == serial_results
 
 
@@ -135,12 +175,12 @@ def test_collectors_reject_bad_batches_and_settings() -> None:
         bad[0, 0] = np.nan
         with pytest.raises(InvalidConfigError, match="finite"):
             collector.run(bad, [1])
-    with pytest.raises(InvalidConfigError, match="'serial', 'vector', 'ray'"):
+    with pytest.raises(InvalidConfigError, match="'serial', 'process', 'ray'"):
         make_collector("threads", TOY)
     with pytest.raises(InvalidConfigError, match="serial backend runs one episode"):
         make_collector("serial", TOY, workers=2)
     with pytest.raises(InvalidConfigError, match="needs backend='ray'"):
-        make_collector("vector", TOY, workers=2, ray_address="127.0.0.1:1")
+        make_collector("process", TOY, workers=2, ray_address="127.0.0.1:1")
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,7 +423,7 @@ def test_cli_resume_continues_to_more_iterations(
     assert os.path.exists(tmp_path / "controller.json")
 
 
-def test_ctrl_c_stops_a_vector_run_at_once_and_it_resumes(tmp_path: Path) -> None:
+def test_ctrl_c_stops_a_process_run_at_once_and_it_resumes(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT to the process group) ends a run with 2 worker processes quickly, with a
     message and no worker tracebacks; the same command with --resume finishes it."""
     command = train_command(tmp_path, "--iterations", "200", "--samples", "4", "--workers", "2")

@@ -16,7 +16,7 @@ from lrgym.data import load_dataset
 from lrgym.errors import InvalidActionError, InvalidConfigError, choice_error
 from lrgym.features import FEATURE_NAMES, FeatureConfig
 from lrgym.reward import DEFAULT_DIVERGENCE_PENALTY, log_loss_decrease
-from lrgym.tasks import Task, TaskFamily, check_architecture
+from lrgym.tasks import Task, TaskFamily, check_architecture, choose_memory_format
 from lrgym.training import TrainingResult, TrainingRun, train
 
 OBS_LOW = np.array([-100.0, -100.0, 0.0, 0.0, 0.0], dtype=np.float32)
@@ -123,6 +123,10 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``divergence_penalty``: reward of a diverged run.
     * ``data_root``, ``download``: where data lives (see :mod:`lrgym.data`).
     * ``device``: torch device (results are bit-reproducible on the CPU).
+    * ``memory_format``: ``"auto"`` (default: the layout measured fastest for the architecture
+      on the device, channels-last for the conv nets on the CPU), ``"contiguous"`` or
+      ``"channels_last"``. Formats differ in rounding only; the same format and seed give
+      bit-identical results.
     * ``render_mode``: ``None`` or ``"rgb_array"`` (the last run's loss and lr curves).
 
     ## Version History
@@ -158,6 +162,7 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
         data_root: str | None = None,
         download: bool = True,
         device: str = "cpu",
+        memory_format: str = "auto",
         render_mode: str | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -196,6 +201,8 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
         self.divergence_penalty = float(divergence_penalty)
         self.data_root = None if data_root is None else os.path.expanduser(data_root)
         self.download, self.device, self.render_mode = download, device, render_mode
+        choose_memory_format(architecture, device, memory_format)  # validates the choice
+        self.memory_format = memory_format
         self.action_space = spaces.Box(-1.0, 1.0, shape=(5,), dtype=np.float32)
         self.observation_space = spaces.Box(OBS_LOW, OBS_HIGH, dtype=np.float32)
         self._data = load_dataset(dataset, data_root=self.data_root, download=download)
@@ -230,7 +237,14 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
                 f"got {task!r}"
             )
         self._task = task
-        run = TrainingRun(task, self._data, features=self.features, eval_size=1, device=self.device)
+        run = TrainingRun(
+            task,
+            self._data,
+            features=self.features,
+            eval_size=1,
+            device=self.device,
+            memory_format=self.memory_format,
+        )
         outcome = run.step(task.eta0)
         start = run.smoother.vector() if math.isfinite(outcome.loss) else np.zeros(5)
         start[4] = 1.0
@@ -256,6 +270,7 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
             eval_size=self.eval_size,
             test_size=self.test_size,
             device=self.device,
+            memory_format=self.memory_format,
         )
         self._task, self.last_result = None, result
         reward = log_loss_decrease(
