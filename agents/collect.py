@@ -267,10 +267,13 @@ class ProcessCollector(Collector):
         except (EOFError, ConnectionError):
             worker.process.join(timeout=5)
             code = worker.process.exitcode
+            hint = (
+                "" if seed is None else "; run it with backend 'serial' to see it in this process"
+            )
             raise CollectorError(
                 f"worker {worker.index} (pid {worker.process.pid}) died during {what}"
                 + (f" (exit code {code})" if code is not None else "")
-                + "; the episode can be rerun alone with SerialCollector to see why"
+                + hint
             ) from None
         if kind == "error":
             error, trace = payload
@@ -339,7 +342,10 @@ def _serve(connection: Any, env_id: str, env_kwargs: Mapping[str, Any]) -> None:
             message: tuple[str, Any] = ("episode", _episode(seed, info, keep_curves))
         except Exception as exc:
             message = ("error", (_portable(exc), traceback.format_exc()))
-        connection.send(message)
+        try:
+            connection.send(message)
+        except OSError:  # the main process has gone (killed): nobody to report to
+            return
 
 
 def _portable(exc: BaseException) -> BaseException:

@@ -50,11 +50,10 @@ FASTEST_MEMORY_FORMAT: dict[tuple[str, str], str] = {
     ("cpu", "cnn"): "channels_last",
     ("cpu", "lenet"): "channels_last",
     ("cpu", "cifar-quick"): "channels_last",
-    ("cpu", "mlp"): "contiguous",
 }
-"""The memory format ``"auto"`` picks per ``(device type, architecture)``, measured with
+"""The memory format ``"auto"`` picks per ``(device type, conv architecture)``, measured with
 ``benchmarks/memory_format.py`` (a featured training step in each format, side by side, one
-torch thread). Pairs not in the table (devices not measured) run contiguous."""
+torch thread). Pairs not in the table (devices not measured) run contiguous, as MLPs do."""
 
 DEFAULT_WIDTHS: dict[str, tuple[tuple[int, int], ...]] = {
     "cnn": ((2, 9), (5, 24), (50, 249)),
