@@ -1,6 +1,7 @@
 """Episodes per second of the serial and process collectors, measured side by side in one run.
 
-For each env, runs the same batches of episodes (same seeds, same actions) with
+For each env, runs the same batches of episodes (same seeds, same actions; one task per episode,
+or with ``--same-task`` one task per batch, as ``lrgym train reps --same-task`` runs them) with
 ``SerialCollector`` (one torch thread in this process) and with ``ProcessCollector``
 (``--workers`` processes of one torch thread each), alternating round by round so that machine
 noise hits both alike. It checks that both give identical rewards and prints each backend's
@@ -26,18 +27,28 @@ import lrgym  # noqa: F401 - registers the environments
 from agents.collect import ProcessCollector, SerialCollector, episode_seeds
 
 
-def compare(env_id: str, kwargs: dict[str, Any], episodes: int, workers: int, rounds: int) -> float:
+def compare(
+    env_id: str,
+    kwargs: dict[str, Any],
+    episodes: int,
+    workers: int,
+    rounds: int,
+    same_task: bool = False,
+) -> float:
     """Print the rounds and the median over rounds of the speed-up of the process backend
     (serial time / process time of the same batch); return it."""
     actions = np.random.default_rng(0).uniform(-0.3, 0.3, (episodes, 5)).astype(np.float32)
-    print(f"{env_id}: {episodes} episodes per batch, {rounds} rounds, {workers} workers")
+    tasks = "one task per batch" if same_task else "one task per episode"
+    print(f"{env_id}: {episodes} episodes per batch ({tasks}), {rounds} rounds, {workers} workers")
     times: dict[str, list[float]] = {"serial": [], "process": []}
     with (
         SerialCollector(env_id, kwargs) as serial,
         ProcessCollector(env_id, kwargs, workers=workers) as parallel,
     ):
         for r in range(rounds):
-            seeds = episode_seeds(0, r, episodes)
+            seeds = (
+                episode_seeds(0, r, 1) * episodes if same_task else episode_seeds(0, r, episodes)
+            )
             rewards = {}
             for name, collector in (("serial", serial), ("process", parallel)):
                 start = time.perf_counter()
@@ -72,14 +83,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--env-kwargs", default="{}", help="JSON object of extra env arguments")
+    parser.add_argument(
+        "--same-task",
+        action="store_true",
+        help="all episodes of a batch on one task, as `lrgym train reps --same-task` runs them",
+    )
     args = parser.parse_args()
     envs = args.env or ["StepSizeControl-Digits-v0", "StepSizeControl-MNIST-v0"]
     kwargs = json.loads(args.env_kwargs)
     if args.data_root is not None:
         kwargs["data_root"] = args.data_root
     print(f"torch {torch.__version__}; every episode runs with one torch thread")
-    speedups = {env_id: compare(env_id, kwargs, args.episodes, args.workers, args.rounds)
-                for env_id in envs}  # fmt: skip
+    speedups = {
+        env_id: compare(env_id, kwargs, args.episodes, args.workers, args.rounds, args.same_task)
+        for env_id in envs
+    }
     print("summary: " + ", ".join(f"{e} x{s:.2f}" for e, s in speedups.items()))
 
 

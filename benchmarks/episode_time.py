@@ -9,8 +9,11 @@ optimiser steps of
     whole-input convs as matrix products, the format of ``choose_memory_format``), no features;
   * floor: the plain loop plus one forward of each spatial conv with the update as weights,
     the one operation exact phi1 cannot do without (its cost is the floor of the overhead);
+  * minimal: the simplest complete code for exact phi1 and phi2 in a plain SGD loop (model run
+    by hand, ``retain_grad`` on the layer outputs, contraction after the step);
   * lrgym: ``TrainingRun.step`` with exact features (phi1 and phi2 every step),
-all from the same weights, batches and learning rate, interleaved round by round so that machine
+all from the same weights, batches and learning rate (``--lr``; a diverged run, whose steps skip
+the features, would not be comparable), interleaved round by round so that machine
 noise hits them alike. It prints each task's medians and the ratios lrgym/naive (what features
 cost against what the loop saves) and lrgym/plain (the exact-feature overhead in the same
 format), then their medians over the tasks.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -103,6 +107,42 @@ class FloorLoop(PlainLoop):
             layer._conv_forward(inputs, self.optimizer.state[layer.weight]["momentum_buffer"], None)
 
 
+class MinimalLoop(PlainLoop):
+    """The simplest complete code for exact phi1 and phi2 in a plain loop (SGD): the model run
+    by hand keeping each conv/linear layer's input and output gradient, then after the step
+    each layer applied to its input with the update as weights, dotted with its output
+    gradient, summed over layers; phi2 from the per-example losses. No probe, no hooks on
+    modules, no smoothing. It checks nothing lrgym checks (other optimisers, layer types, a
+    layer called twice)."""
+
+    def step(self, lr: float) -> tuple[float, float]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, targets = self.batches._batch()
+        kept = []
+        for layer in self.model:  # an nn.Sequential
+            if isinstance(layer, nn.Conv2d | nn.Linear):
+                inputs = x.detach()
+                x = layer(x)
+                x.retain_grad()
+                kept.append((layer, inputs, x))
+            else:
+                x = layer(x)
+        losses = nn.functional.cross_entropy(x, targets, reduction="none")
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.mean().backward()
+        self.optimizer.step()
+        derivative = torch.zeros(len(targets))
+        with torch.no_grad():
+            for layer, inputs, out in kept:  # dW = -lr * momentum buffer: phi1 along it
+                state = self.optimizer.state
+                update = {name: state[p]["momentum_buffer"] for name, p in layer.named_parameters()}
+                z = torch.func.functional_call(layer, update, (inputs,))
+                derivative += (z * out.grad).flatten(1).sum(1)
+        phi1 = float((derivative * len(targets)).double().var().log()) + 2 * math.log(lr)
+        return phi1, float(losses.detach().double().var().log())
+
+
 def seconds_per_step(step: Callable[[float], object], lr: float, steps: int) -> float:
     begin = time.perf_counter()
     for _ in range(steps):
@@ -110,23 +150,28 @@ def seconds_per_step(step: Callable[[float], object], lr: float, steps: int) -> 
     return (time.perf_counter() - begin) / steps
 
 
-def time_steps(task: Task, data: ArrayDataset, steps: int, rounds: int) -> dict[str, float]:
-    """Median seconds per step of each loop on ``task``."""
+def time_steps(
+    task: Task, data: ArrayDataset, lr: float, steps: int, rounds: int
+) -> dict[str, float]:
+    """Median seconds per step of each loop on ``task`` at learning rate ``lr``."""
     run = TrainingRun(task, data)
     naive_batches = TrainingRun(task, data, memory_format="contiguous")
     loops: dict[str, Callable[[float], object]] = {
         "naive": PlainLoop(task, naive_model(run.model), naive_batches).step,
         "plain": PlainLoop(task, copy.deepcopy(run.model), TrainingRun(task, data)).step,
         "floor": FloorLoop(task, copy.deepcopy(run.model), TrainingRun(task, data)).step,
+        "minimal": MinimalLoop(task, copy.deepcopy(run.model), TrainingRun(task, data)).step,
         "lrgym": run.step,
     }
     times: dict[str, list[float]] = {name: [] for name in loops}
     for step in loops.values():  # warm-up: allocator, oneDNN primitive caches
-        seconds_per_step(step, task.eta0, 5)
+        seconds_per_step(step, lr, 5)
     order = list(loops)
     for r in range(rounds):  # short blocks, order rotated: drifts of machine speed cancel
         for name in order[r % len(order) :] + order[: r % len(order)]:
-            times[name].append(seconds_per_step(loops[name], task.eta0, steps))
+            times[name].append(seconds_per_step(loops[name], lr, steps))
+    if not np.isfinite(run.step(lr).loss):  # a diverged run skips its features: not comparable
+        raise SystemExit(f"task {task} diverged at lr {lr}; pass a smaller --lr")
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -192,6 +237,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=6, help="tasks sampled (seeds 0..n-1)")
     parser.add_argument("--steps", type=int, default=10, help="steps timed per loop and round")
     parser.add_argument("--rounds", type=int, default=40, help="interleaved rounds per task")
+    parser.add_argument("--lr", type=float, default=0.01, help="learning rate of the timed steps")
     parser.add_argument("--episodes", type=int, default=7, help="whole episodes timed")
     parser.add_argument("--only-episodes", action="store_true", help="skip the step timing")
     args = parser.parse_args()
@@ -203,27 +249,29 @@ def main() -> None:
     data = load_dataset(family.dataset, data_root=args.data_root, download=False)
     print(
         f"{args.env}: torch {torch.__version__}, 1 thread; {args.tasks} tasks x {args.rounds} "
-        f"rounds x {args.steps} steps per loop, at the task's eta_0"
+        f"rounds x {args.steps} steps per loop, learning rate {args.lr}"
     )
-    versus_naive, versus_plain, floor = [], [], []
+    versus_naive, versus_plain, floor, minimal = [], [], [], []
     for seed in range(0 if args.only_episodes else args.tasks):
         task = replace(family.sample(np.random.default_rng(seed)), steps=10**6)
-        t = time_steps(task, data, args.steps, args.rounds)
+        t = time_steps(task, data, args.lr, args.steps, args.rounds)
         versus_naive.append(t["lrgym"] / t["naive"])
         versus_plain.append(t["lrgym"] / t["plain"])
         floor.append(t["floor"] / t["plain"])
+        minimal.append(t["minimal"] / t["plain"])
         print(
             f"  task {seed} widths {list(task.widths)}: naive {1e3 * t['naive']:.2f} ms, plain "
             f"{1e3 * t['plain']:.2f} ms, lrgym {1e3 * t['lrgym']:.2f} ms; lrgym/naive "
-            f"x{versus_naive[-1]:.3f}, lrgym/plain x{versus_plain[-1]:.3f} (floor/plain "
-            f"x{floor[-1]:.3f})"
+            f"x{versus_naive[-1]:.3f}, lrgym/plain x{versus_plain[-1]:.3f} (minimal/plain "
+            f"x{minimal[-1]:.3f}, floor/plain x{floor[-1]:.3f})"
         )
     if versus_naive:
         print(
             f"median over tasks: lrgym/naive x{statistics.median(versus_naive):.3f} (range "
             f"{min(versus_naive):.3f}-{max(versus_naive):.3f}), lrgym/plain "
             f"x{statistics.median(versus_plain):.3f} (range {min(versus_plain):.3f}-"
-            f"{max(versus_plain):.3f}), floor/plain x{statistics.median(floor):.3f}"
+            f"{max(versus_plain):.3f}), minimal/plain x{statistics.median(minimal):.3f}, "
+            f"floor/plain x{statistics.median(floor):.3f}"
         )
     if args.episodes:
         env_kwargs = {} if args.data_root is None else {"data_root": args.data_root}
