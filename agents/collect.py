@@ -320,26 +320,23 @@ def _serve(connection: Any, env_id: str, env_kwargs: Mapping[str, Any]) -> None:
     try:
         import lrgym  # noqa: F401 - registers the environments
 
-        env = gym.make(env_id, **env_kwargs)
+        collector = SerialCollector(env_id, env_kwargs)
     except Exception as exc:
         connection.send(("error", (_portable(exc), traceback.format_exc())))
         return
-    connection.send(("ready", env.action_space))
+    connection.send(("ready", collector.action_space))
     while True:
         try:
             job = connection.recv()
         except EOFError:  # the main process has gone
             return
         if job is None:
-            env.close()
+            collector.close()
             return
         seed, action, keep_curves = job
         try:
-            env.reset(seed=seed)
-            _, _, terminated, _, info = env.step(action)
-            if not terminated:
-                raise LrgymError("the env did not end its episode after one step")
-            message: tuple[str, Any] = ("episode", _episode(seed, info, keep_curves))
+            episode = collector.run(action[None], [seed], keep_curves=keep_curves)[0]
+            message: tuple[str, Any] = ("episode", episode)
         except Exception as exc:
             message = ("error", (_portable(exc), traceback.format_exc()))
         try:
