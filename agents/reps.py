@@ -16,7 +16,7 @@ Plain REPS shrinks the covariance too early when rewards are noisy. Two options 
 ``covariance_mixing`` blends the old covariance into the new one.
 
 The update math (:func:`solve_dual`, :func:`reps_weights`, :func:`weighted_gaussian`,
-:meth:`REPS.tell`) is separate from the loop that collects episodes (:mod:`agents.training`),
+:meth:`REPS.tell`) is separate from the loop that collects episodes (:mod:`agents.loop`),
 so any collector, or a user's own loop, can drive it::
 
     agent = REPS(dim=5, seed=0)
@@ -262,6 +262,10 @@ class REPS:
             mean_reward=float(r.mean()),
             best_reward=float(r.max()),
         )
+
+    def recommendation(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The search distribution's mean (the learned action) and covariance."""
+        return self.mean.copy(), self.cov.copy()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly (JSON-serialisable)."""

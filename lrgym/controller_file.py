@@ -1,21 +1,33 @@
 """Learned controllers as small, versioned JSON files.
 
-A controller file holds the learned search distribution over ``theta`` (mean and covariance),
-the env it was learned on (id and keyword arguments), the feature settings and the lrgym version.
-:func:`load_controller` reads one back; :meth:`SavedController.controller` gives the
-:class:`~lrgym.controllers.LogLinearController` that runs it::
+A controller file holds either
+
+* a **log-linear controller**: the learned distribution over ``theta`` (mean and covariance;
+  REPS, CMA-ES, random search write these), or
+* a **contextual policy** (Stable-Baselines3 learners): a reference to the saved model, which
+  maps a task's starting features (the env's reset observation) to the action, so ``theta``
+  depends on the task,
+
+plus the env it was learned on (id and keyword arguments), the feature settings and the lrgym
+version. :func:`load_controller` reads one back::
 
     saved = lrgym.load_controller("runs/digits/controller.json")
-    result = lrgym.train(task, saved.controller(), data)
+    result = lrgym.train(task, saved.controller(), data)          # log-linear files
+    theta = saved.theta_for(observation)                          # either kind
+
+A policy file's model is a Stable-Baselines3 ``.zip``: loading it **unpickles** Python objects,
+so only load policy controller files you trust (log-linear files are plain JSON).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +35,18 @@ import numpy as np
 
 from lrgym.controllers import DEFAULT_LR_BOUNDS, LogLinearController
 from lrgym.errors import LrgymError
+from lrgym.jsonfile import read_document, write_atomic
 
 FORMAT = "lrgym-controller"
-VERSION = 1
-"""The file format version :func:`load_controller` reads."""
+VERSION = 2
+"""The newest file format version :func:`load_controller` reads (1: log-linear controllers
+only; 2 adds contextual policies). Log-linear files are still written as version 1."""
+
+POLICY_LIBRARIES = {
+    "stable-baselines3": ("stable_baselines3", ("PPO", "A2C", "SAC", "TD3")),
+    "sb3-contrib": ("sb3_contrib", ("ARS",)),
+}
+"""Which saved models a policy controller file may reference: library -> (module, classes)."""
 
 
 class ControllerFileError(LrgymError):
@@ -35,22 +55,27 @@ class ControllerFileError(LrgymError):
 
 @dataclass(frozen=True)
 class SavedController:
-    """A learned log-linear controller and where it came from.
+    """A learned controller and where it came from.
 
     Attributes:
-        theta: mean of the learned distribution over ``theta`` (5 numbers).
-        theta_cov: its covariance (5 x 5).
+        theta: mean of the learned distribution over ``theta`` (5 numbers); ``None`` for a
+            contextual policy.
+        theta_cov: its covariance (5 x 5); ``None`` for a contextual policy.
         env_id: the env it was learned on.
         env_kwargs: that env's keyword arguments (beyond the registered ones).
         relative: whether the controller is the relative form.
         lr_bounds: the clipping range of eta.
         features: the feature settings (``gamma``, ``every``, ``estimate``).
         lrgym_version: the lrgym version that wrote the file.
-        source: free-form provenance (algorithm, iteration, seed).
+        source: free-form provenance (algorithm, episodes, seed).
+        policy: for a contextual policy: ``library``, ``algorithm``, ``model`` (the saved
+            model's path, relative to the controller file), ``sha256`` of the model file and
+            ``theta_center`` / ``theta_scale`` (the learning env's action-to-theta map).
+        path: the file this was loaded from (resolves ``policy["model"]``).
     """
 
-    theta: tuple[float, ...]
-    theta_cov: tuple[tuple[float, ...], ...]
+    theta: tuple[float, ...] | None
+    theta_cov: tuple[tuple[float, ...], ...] | None
     env_id: str
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     relative: bool = False
@@ -58,26 +83,105 @@ class SavedController:
     features: Mapping[str, Any] = field(default_factory=dict)
     lrgym_version: str = ""
     source: Mapping[str, Any] = field(default_factory=dict)
+    policy: Mapping[str, Any] | None = None
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def is_policy(self) -> bool:
+        """Whether ``theta`` depends on the task (a contextual policy)."""
+        return self.policy is not None
 
     def controller(self) -> LogLinearController:
-        """The controller with ``theta`` = the learned mean."""
+        """The controller with ``theta`` = the learned mean (log-linear files only).
+
+        Raises:
+            ControllerFileError: the file holds a contextual policy; use :meth:`theta_for`.
+        """
+        if self.theta is None:
+            raise ControllerFileError(
+                "this controller file holds a contextual policy: its theta depends on the task. "
+                "Use saved.theta_for(observation) with the env's reset observation, then "
+                "LogLinearController(theta, ...)"
+            )
         return LogLinearController(self.theta, relative=self.relative, lr_bounds=self.lr_bounds)
+
+    def theta_for(self, observation: Sequence[float] | np.ndarray) -> np.ndarray:
+        """``theta`` for a task whose starting features (reset observation) are
+        ``observation``: the learned mean, or the policy's deterministic action mapped to
+        ``theta``."""
+        if self.policy is None:
+            assert self.theta is not None
+            return np.asarray(self.theta, dtype=np.float64)
+        obs = np.asarray(observation, dtype=np.float32).reshape(-1)
+        action, _ = self.model.predict(obs, deterministic=True)
+        clipped = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
+        center = np.asarray(self.policy["theta_center"], dtype=np.float64)
+        return center + np.asarray(self.policy["theta_scale"], dtype=np.float64) * clipped
+
+    @cached_property
+    def model(self) -> Any:
+        """The policy's Stable-Baselines3 model, loaded on first use on the CPU.
+
+        Loading **unpickles** the model file; its SHA-256 is checked against the controller
+        file first.
+
+        Raises:
+            ControllerFileError: not a policy file, the model file is missing or altered, or
+                its library is not installed (the error names the extra to install).
+        """
+        if self.policy is None:
+            raise ControllerFileError("this controller file holds no policy model")
+        library, algorithm = self.policy["library"], self.policy["algorithm"]
+        module_name, _ = POLICY_LIBRARIES[library]
+        model_path = Path(self.policy["model"])
+        if not model_path.is_absolute() and self.path is not None:
+            model_path = self.path.parent / model_path
+        try:
+            digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            raise ControllerFileError(
+                f"the policy model {str(model_path)!r} this controller file references is "
+                "missing; keep the model beside the controller file"
+            ) from None
+        if digest != self.policy.get("sha256"):
+            raise ControllerFileError(
+                f"the policy model {str(model_path)!r} does not match the controller file's "
+                "sha256 (it was replaced or damaged); it was not loaded"
+            )
+        module = _import_library(library, module_name)
+        return getattr(module, algorithm).load(str(model_path), device="cpu")
 
     def to_json(self) -> dict[str, Any]:
         """The file's content."""
-        return {
+        content = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": 1 if self.policy is None else 2,
             "lrgym_version": self.lrgym_version,
             "env_id": self.env_id,
             "env_kwargs": dict(self.env_kwargs),
-            "theta": list(self.theta),
-            "theta_cov": [list(row) for row in self.theta_cov],
+            "theta": None if self.theta is None else list(self.theta),
+            "theta_cov": None if self.theta_cov is None else [list(r) for r in self.theta_cov],
             "relative": self.relative,
             "lr_bounds": list(self.lr_bounds),
             "features": dict(self.features),
             "source": dict(self.source),
         }
+        if self.policy is not None:
+            content["policy"] = dict(self.policy)
+        return content
+
+
+def _import_library(library: str, module_name: str) -> Any:
+    import importlib
+
+    extra = "sb3" if library == "stable-baselines3" else "sb3-contrib"
+    try:
+        return importlib.import_module(module_name)
+    except ImportError:
+        raise ControllerFileError(
+            f"this controller file's policy needs the {library} package: "
+            f'pip install "lrgym[{extra}]"'
+        ) from None
 
 
 def save_controller(saved: SavedController, path: str | os.PathLike[str]) -> Path:
@@ -88,36 +192,34 @@ def save_controller(saved: SavedController, path: str | os.PathLike[str]) -> Pat
 
 
 def load_controller(path: str | os.PathLike[str]) -> SavedController:
-    """Read a controller file written by :func:`save_controller` (``lrgym train reps``).
+    """Read a controller file written by :func:`save_controller` (``lrgym train ...``).
+
+    A policy file's model is only loaded (unpickled) when first used, see
+    :attr:`SavedController.model`.
 
     Raises:
         ControllerFileError: the file is missing, not JSON, not a controller file, of a newer
             format version, or its values are malformed.
     """
     source = Path(path)
+    content = read_document(
+        source,
+        format=FORMAT,
+        versions=range(1, VERSION + 1),
+        what="controller file",
+        error=ControllerFileError,
+    )
     try:
-        content = json.loads(source.read_text())
-    except FileNotFoundError:
-        raise ControllerFileError(f"controller file {str(source)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ControllerFileError(
-            f"controller file {str(source)!r} is not readable JSON ({exc})"
-        ) from None
-    if not isinstance(content, dict) or content.get("format") != FORMAT:
-        raise ControllerFileError(
-            f'{str(source)!r} is not an lrgym controller file (no "format": "{FORMAT}")'
-        )
-    version = content.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise ControllerFileError(
-            f"{str(source)!r} has format version {version!r}; this lrgym reads versions up to "
-            f"{VERSION}: upgrade lrgym"
-        )
-    try:
-        theta = _floats(content["theta"], 5, "theta")
-        cov = tuple(_floats(row, 5, "theta_cov row") for row in content["theta_cov"])
-        if len(cov) != 5:
-            raise ValueError("theta_cov must have 5 rows")
+        policy = content.get("policy")
+        if policy is None:
+            theta: tuple[float, ...] | None = _floats(content["theta"], 5, "theta")
+            cov: tuple[tuple[float, ...], ...] | None = tuple(
+                _floats(row, 5, "theta_cov row") for row in content["theta_cov"]
+            )
+            if cov is None or len(cov) != 5:
+                raise ValueError("theta_cov must have 5 rows")
+        else:
+            theta, cov, policy = None, None, _policy(policy)
         low, high = _floats(content["lr_bounds"], 2, "lr_bounds")
         saved = SavedController(
             theta=theta,
@@ -129,11 +231,27 @@ def load_controller(path: str | os.PathLike[str]) -> SavedController:
             features=dict(content.get("features", {})),
             lrgym_version=str(content.get("lrgym_version", "")),
             source=dict(content.get("source", {})),
+            policy=policy,
+            path=source,
         )
-        saved.controller()  # validates theta and lr_bounds
+        LogLinearController(theta or (0.0,) * 5, lr_bounds=saved.lr_bounds)  # validates
     except (KeyError, TypeError, ValueError, LrgymError) as exc:
         raise ControllerFileError(f"controller file {str(source)!r} is malformed: {exc}") from None
     return saved
+
+
+def _policy(policy: Any) -> dict[str, Any]:
+    if not isinstance(policy, dict):
+        raise ValueError(f"policy must be an object, got {policy!r}")
+    library, algorithm = policy.get("library"), policy.get("algorithm")
+    if library not in POLICY_LIBRARIES or algorithm not in POLICY_LIBRARIES[library][1]:
+        known = {name: list(classes) for name, (_, classes) in POLICY_LIBRARIES.items()}
+        raise ValueError(f"policy {library!r}/{algorithm!r} is not one of {known}")
+    if not isinstance(policy.get("model"), str) or not isinstance(policy.get("sha256"), str):
+        raise ValueError("policy needs the model's path and sha256")
+    _floats(policy["theta_center"], 5, "theta_center")
+    _floats(policy["theta_scale"], 5, "theta_scale")
+    return dict(policy)
 
 
 def _floats(values: Sequence[Any], count: int, name: str) -> tuple[float, ...]:
@@ -141,24 +259,6 @@ def _floats(values: Sequence[Any], count: int, name: str) -> tuple[float, ...]:
     if len(numbers) != count or not all(math.isfinite(v) for v in numbers):
         raise ValueError(f"{name} must be {count} finite numbers, got {values!r}")
     return numbers
-
-
-def write_atomic(path: Path, content: str | bytes) -> None:
-    """Write ``content`` (text or bytes) to ``path`` so that a crash at any moment leaves either
-    the old content or the new one: write a temporary file beside it, flush it to disk, rename
-    it over."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb" if isinstance(content, bytes) else "w") as handle:
-        handle.write(content)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def theta_distribution(

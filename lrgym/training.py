@@ -180,6 +180,7 @@ class TrainingRun:
             return inputs
         return inputs.contiguous(memory_format=self.memory_format)
 
+    @torch.enable_grad()  # also when the caller (an RL library's rollout) disabled gradients
     def step(self, lr: float) -> StepOutcome:
         """Take one optimiser step at learning rate ``lr`` and update the features."""
         for group in self.optimizer.param_groups:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -23,6 +24,8 @@ def test_run_json_rows_reproduce_with_the_seed(capsys: pytest.CaptureFixture[str
         "StepSizeControl-Toy-v0",
         "--episodes",
         "2",
+        "--seed",
+        "3",
         "--json",
         "--theta",
         "0",
@@ -31,12 +34,18 @@ def test_run_json_rows_reproduce_with_the_seed(capsys: pytest.CaptureFixture[str
         "0",
         "-3",
     ]
-    main(args)
-    first = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    main(args)
-    second = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    for a, b in zip(first, second, strict=True):
-        assert a["reward"] == b["reward"] and a["task"] == b["task"]
+    runs = []
+    for _ in range(2):
+        assert main(args) == 0
+        runs.append([json.loads(line) for line in capsys.readouterr().out.splitlines()])
+    first, second = runs
+    assert [row["episode"] for row in first] == [0, 1]  # one JSON object per episode
+    for row in first:
+        assert row["task"]["dataset"] == "toy" and row["task"]["steps"] > 0
+        assert math.isfinite(row["reward"]) and not row["diverged"]
+    assert first[0]["task"] != first[1]["task"]  # each episode is a fresh task
+    keys = ("reward", "task", "diverged", "final_train_loss", "test_accuracy")
+    assert [[row[k] for k in keys] for row in first] == [[row[k] for k in keys] for row in second]
 
 
 def test_bad_arguments_give_an_error_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:

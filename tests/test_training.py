@@ -91,9 +91,25 @@ def test_evaluation_steps_are_evenly_spaced() -> None:
 
 
 def test_batches_cover_the_subset_before_repeating() -> None:
-    run = TrainingRun(toy_task(subset_fraction=0.25, batch_size=32), load_dataset("toy"))
-    seen = [run._batch()[1] for _ in range(4)]  # 128 examples = the whole subset
-    assert sum(len(s) for s in seen) == run._x.shape[0] == 128
+    """Mini-batches are drawn without replacement from the task's training subset: each pass
+    over the subset yields every subset row exactly once, and no row from outside it."""
+    data = load_dataset("toy")  # continuous Gaussian rows: each row identifies one example
+    run = TrainingRun(toy_task(subset_fraction=0.25, batch_size=32), data)
+    index_of = {row.numpy().tobytes(): i for i, row in enumerate(data.train_x)}
+    assert len(index_of) == data.train_x.shape[0] == 512
+    subset = [index_of[row.numpy().tobytes()] for row in run._x]
+    assert len(subset) == 128 and len(set(subset)) == 128  # round(0.25 * 512) distinct rows
+    passes: list[list[int]] = []
+    for _ in range(2):  # two passes of 4 batches each
+        drawn: list[int] = []
+        for _ in range(4):
+            inputs, targets = run._batch()
+            rows = [index_of[row.numpy().tobytes()] for row in inputs]  # KeyError: not a row
+            assert targets.tolist() == data.train_y[rows].tolist()
+            drawn += rows
+        assert sorted(drawn) == sorted(subset)  # a permutation: no repeat, nothing outside
+        passes.append(drawn)
+    assert passes[0] != passes[1]  # each pass is shuffled afresh
 
 
 def test_training_run_rejects_data_of_another_task() -> None:

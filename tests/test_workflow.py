@@ -1,5 +1,6 @@
-"""The REPS workflow: collectors (serial, process, Ray), train/checkpoint/resume, controller
-files, and the ``lrgym train reps`` / ``lrgym evaluate`` commands."""
+"""The training workflow with REPS: collectors (serial, process, Ray), train/checkpoint/resume,
+controller files, and the ``lrgym train reps`` / ``lrgym evaluate`` commands (the other
+learners: tests/test_learners.py)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,10 @@ from agents.collect import (
     episode_seeds,
     make_collector,
 )
+from agents.evaluation import evaluate_controller
+from agents.loop import train
 from agents.reps import REPSConfig
-from agents.training import CheckpointError, evaluate_controller, read_checkpoint, train_reps
+from agents.rundir import CheckpointError, read_checkpoint
 from lrgym.cli import main
 from lrgym.controller_file import ControllerFileError, SavedController
 from lrgym.errors import InvalidConfigError
@@ -208,13 +211,22 @@ def final_state(out: Path) -> tuple[Any, ...]:
     payload = read_checkpoint(out / "checkpoint.json")
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     controller = lrgym.load_controller(out / "controller.json")
-    return payload["agent"], [row["rewards"] for row in log], controller.theta
+    return payload["state"], [row["rewards"] for row in log], controller.theta
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("whole")
-    train_reps(TOY, out, iterations=4, config=CONFIG, seed=7, env_kwargs=SHORT, progress=False)
+    train(
+        "reps",
+        TOY,
+        out,
+        episodes=4 * CONFIG.samples,
+        config=CONFIG,
+        seed=7,
+        env_kwargs=SHORT,
+        progress=False,
+    )
     return out
 
 
@@ -223,16 +235,19 @@ def test_train_writes_log_checkpoint_and_controllers(uninterrupted: Path) -> Non
     assert [row["iteration"] for row in log] == [0, 1, 2, 3]
     assert all(len(row["rewards"]) == CONFIG.samples for row in log)
     assert log[1]["seeds"] == episode_seeds(7, 1, CONFIG.samples)
-    assert all(0 <= row["kl"] <= CONFIG.epsilon + 1e-3 and row["seconds"] > 0 for row in log)
+    assert all(0 <= row["learner"]["kl"] <= CONFIG.epsilon + 1e-3 for row in log)
+    assert all(row["seconds"] > 0 for row in log)
+    assert [row["episodes_total"] for row in log] == [5, 10, 15, 20]
     payload = read_checkpoint(uninterrupted / "checkpoint.json")
-    assert payload["agent"]["iteration"] == 4 and payload["agent"]["mean"] == log[-1]["mean"]
+    assert payload["state"]["iteration"] == 4 and payload["episodes"] == 20
+    assert payload["state"]["mean"] == log[-1]["learner"]["action"]
     spec = json.loads((uninterrupted / "run.json").read_text())
     assert spec["seed"] == 7 and spec["env_id"] == TOY
     initial = lrgym.load_controller(uninterrupted / "controller-initial.json")
     learned = lrgym.load_controller(uninterrupted / "controller.json")
     assert initial.theta == (0.0, 0.0, 0.0, 0.0, -5.0)  # the env's theta_center
     expected = np.array([0, 0, 0, 0, -5]) + np.array([1, 1, 1, 1, 10]) * np.clip(
-        log[-1]["mean"], -1, 1
+        log[-1]["learner"]["action"], -1, 1
     )
     np.testing.assert_allclose(learned.theta, expected, rtol=1e-12)
     assert learned.env_id == TOY and learned.source["iteration"] == 4
@@ -244,21 +259,22 @@ def test_interrupted_and_resumed_run_ends_with_the_same_policy(
     tmp_path: Path, uninterrupted: Path, limit: int
 ) -> None:
     with pytest.raises(KeyboardInterrupt):
-        train_reps(
+        train(
+            "reps",
             TOY,
             tmp_path,
-            iterations=4,
+            episodes=4 * CONFIG.samples,
             config=CONFIG,
             seed=7,
             env_kwargs=SHORT,
             progress=False,
             collector=Interrupting(limit),
         )
-    done = read_checkpoint(tmp_path / "checkpoint.json")["agent"]["iteration"]
+    done = read_checkpoint(tmp_path / "checkpoint.json")["state"]["iteration"]
     assert done == limit // CONFIG.samples  # only complete iterations are saved
-    train_reps(
-        TOY, tmp_path, iterations=4, config=CONFIG, seed=7, env_kwargs=SHORT, resume=True,
-        progress=False,
+    train(
+        "reps", TOY, tmp_path, episodes=20, config=CONFIG, seed=7, env_kwargs=SHORT,
+        resume=True, progress=False,
     )  # fmt: skip
     assert final_state(tmp_path) == final_state(uninterrupted)
 
@@ -272,7 +288,7 @@ def train_command(out: Path, *args: str) -> list[str]:
 def test_killed_process_resumes_to_the_same_policy(tmp_path: Path, uninterrupted: Path) -> None:
     """SIGKILL at an arbitrary moment (here: soon after the first log line), then --resume."""
     command = train_command(
-        tmp_path, "--iterations", "4", "--samples", str(CONFIG.samples), "--seed", "7",
+        tmp_path, "--episodes", "20", "--samples", str(CONFIG.samples), "--seed", "7",
         "--env-kwargs", json.dumps(SHORT),
     )  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -285,7 +301,7 @@ def test_killed_process_resumes_to_the_same_policy(tmp_path: Path, uninterrupted
     process.kill()
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert read_checkpoint(tmp_path / "checkpoint.json")["agent"]["iteration"] < 4
+    assert read_checkpoint(tmp_path / "checkpoint.json")["state"]["iteration"] < 4
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert final_state(tmp_path) == final_state(uninterrupted)
@@ -295,9 +311,9 @@ def test_resume_refuses_bad_checkpoints_and_other_settings(
     tmp_path: Path, uninterrupted: Path
 ) -> None:
     def resume(out: Path, **changes: Any) -> None:
-        settings: dict[str, Any] = {"iterations": 4, "config": CONFIG, "seed": 7}
+        settings: dict[str, Any] = {"episodes": 20, "config": CONFIG, "seed": 7}
         settings.update(changes)
-        train_reps(TOY, out, env_kwargs=SHORT, resume=True, progress=False, **settings)
+        train("reps", TOY, out, env_kwargs=SHORT, resume=True, progress=False, **settings)
 
     with pytest.raises(CheckpointError, match="nothing to resume"):
         resume(tmp_path / "empty")
@@ -308,14 +324,16 @@ def test_resume_refuses_bad_checkpoints_and_other_settings(
     with pytest.raises(CheckpointError, match="seed=8"):
         resume(copy, seed=8)
     with pytest.raises(CheckpointError, match="already holds a run"):
-        train_reps(TOY, copy, iterations=4, config=CONFIG, seed=7, env_kwargs=SHORT)
+        train(
+            "reps", TOY, copy, episodes=4 * CONFIG.samples, config=CONFIG, seed=7, env_kwargs=SHORT
+        )
     checkpoint = copy / "checkpoint.json"
     text = checkpoint.read_text()
     checkpoint.write_text(text[: len(text) // 2])  # a partial write
-    with pytest.raises(CheckpointError, match="partial or corrupt"):
+    with pytest.raises(CheckpointError, match="is partial or not readable JSON"):
         resume(copy)
     content = json.loads(text)
-    content["payload"]["agent"]["mean"][0] += 1.0  # altered
+    content["payload"]["state"]["mean"][0] += 1.0  # altered
     checkpoint.write_text(json.dumps(content))
     with pytest.raises(CheckpointError, match="checksum"):
         resume(copy)
@@ -377,11 +395,11 @@ def test_evaluate_controller_runs_theta_on_seeded_tasks(uninterrupted: Path) -> 
 def test_cli_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     args = ["--env", TOY, "--env-kwargs", json.dumps(SHORT)]
-    train = ["train", "reps", *args, "--iterations", "2", "--samples", "4", "--seed", "1"]
-    code = main([*train, "--out", str(out), "--tensorboard"])
+    command = ["train", "reps", *args, "--episodes", "8", "--samples", "4", "--seed", "1"]
+    code = main([*command, "--out", str(out), "--tensorboard"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "2 iterations, 8 episodes" in captured.out
+    assert "reps, 8 episodes" in captured.out
     assert "episode" in captured.err  # the progress bar
     assert any((out / "tensorboard").iterdir())
     curves = tmp_path / "curves.npz"
@@ -391,23 +409,31 @@ def test_cli_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert code == 0 and "mean reward" in printed and "diverged" in printed
     with np.load(curves) as saved:
         assert saved["seeds"].tolist() == [3, 4] and saved["episode1_losses"].size > 0
-    again = main(["train", "reps", *args, "--iterations", "2", "--out", str(out)])
+    again = main(["train", "reps", *args, "--episodes", "8", "--samples", "4", "--out", str(out)])
     assert again == 2 and "--resume" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "none.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
 def test_same_task_runs_every_sample_of_an_iteration_on_one_task(tmp_path: Path) -> None:
-    run = train_reps(
-        TOY, tmp_path, iterations=2, config=CONFIG, env_kwargs=SHORT, same_task=True,
+    run = train(
+        "reps", TOY, tmp_path, episodes=10, config=CONFIG, env_kwargs=SHORT, same_task=True,
         progress=False,
     )  # fmt: skip
-    first, second = (record.seeds for record in run.records)
+    first, second = (record["seeds"] for record in run.records)
     assert first == [episode_seeds(0, 0, 1)[0]] * CONFIG.samples
     assert len(set(second)) == 1 and second[0] != first[0]
-    assert len(set(run.records[0].rewards)) == CONFIG.samples  # the actions differ
+    assert len(set(run.records[0]["rewards"])) == CONFIG.samples  # the actions differ
     with pytest.raises(CheckpointError, match="same_task=True"):
-        train_reps(TOY, tmp_path, iterations=3, config=CONFIG, env_kwargs=SHORT, resume=True)
+        train(
+            "reps",
+            TOY,
+            tmp_path,
+            episodes=3 * CONFIG.samples,
+            config=CONFIG,
+            env_kwargs=SHORT,
+            resume=True,
+        )
 
 
 def test_cli_resume_continues_to_more_iterations(
@@ -415,8 +441,8 @@ def test_cli_resume_continues_to_more_iterations(
 ) -> None:
     base = ["train", "reps", "--env", TOY, "--env-kwargs", json.dumps(SHORT), "--samples", "4"]
     base += ["--out", str(tmp_path), "--no-progress"]
-    assert main([*base, "--iterations", "1"]) == 0
-    assert main([*base, "--iterations", "3", "--resume"]) == 0
+    assert main([*base, "--episodes", "4"]) == 0
+    assert main([*base, "--episodes", "12", "--resume"]) == 0
     capsys.readouterr()
     log = (tmp_path / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in log] == [0, 1, 2]
@@ -426,7 +452,7 @@ def test_cli_resume_continues_to_more_iterations(
 def test_ctrl_c_stops_a_process_run_at_once_and_it_resumes(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT to the process group) ends a run with 2 worker processes quickly, with a
     message and no worker tracebacks; the same command with --resume finishes it."""
-    command = train_command(tmp_path, "--iterations", "200", "--samples", "4", "--workers", "2")
+    command = train_command(tmp_path, "--episodes", "800", "--samples", "4", "--workers", "2")
     process = subprocess.Popen(
         command,
         start_new_session=True,
@@ -443,9 +469,9 @@ def test_ctrl_c_stops_a_process_run_at_once_and_it_resumes(tmp_path: Path) -> No
     _, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
-    done = read_checkpoint(tmp_path / "checkpoint.json")["agent"]["iteration"]
+    done = read_checkpoint(tmp_path / "checkpoint.json")["state"]["iteration"]
     assert 1 <= done < 200  # the log line of iteration 2 may precede its checkpoint
-    command[command.index("200")] = str(done + 1)
+    command[command.index("800")] = str(4 * (done + 1))
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
-    assert read_checkpoint(tmp_path / "checkpoint.json")["agent"]["iteration"] == done + 1
+    assert read_checkpoint(tmp_path / "checkpoint.json")["state"]["iteration"] == done + 1

@@ -1,0 +1,267 @@
+"""A training run's directory: settings, log, checkpoint and controller files, in one place.
+
+Every learner (:mod:`agents.loop` for the ask/tell learners, :mod:`agents.sb3` for
+Stable-Baselines3) writes the same files into its ``--out`` directory:
+
+* ``run.json``: the run's settings (what ``--resume`` checks against);
+* ``log.jsonl``: one JSON line per batch of episodes, fsynced, with the columns every learner
+  shares (``iteration``, ``episodes``, ``episodes_total``, ``rewards``, ``seeds``,
+  ``mean_reward``, ``best_reward``, ``diverged``, ``seconds``, ``elapsed``) and a ``learner``
+  object of the learner's own diagnostics;
+* ``checkpoint.json``: the learner's state after the last complete batch, written atomically
+  with a SHA-256 of its payload and the log's length at that moment (a resumed run drops log
+  lines written after it);
+* ``controller.json`` and ``controller-initial.json``: controller files for
+  :func:`lrgym.load_controller` and ``lrgym evaluate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import lrgym
+from lrgym.controller_file import SavedController, theta_distribution
+from lrgym.errors import LrgymError
+from lrgym.jsonfile import read_document, write_atomic
+
+CHECKPOINT_FORMAT = "lrgym-checkpoint"
+CHECKPOINT_VERSION = 2
+"""Version 1 was REPS-only (``lrgym-reps-checkpoint``); this lrgym reads version 2."""
+
+LOG_COLUMNS = (
+    "iteration",
+    "episodes",
+    "episodes_total",
+    "rewards",
+    "seeds",
+    "mean_reward",
+    "best_reward",
+    "diverged",
+    "seconds",
+    "elapsed",
+    "learner",
+)
+"""The columns of every ``log.jsonl`` line."""
+
+
+class CheckpointError(LrgymError):
+    """A run directory's checkpoint is missing, partial, corrupt or from another run."""
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def write_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
+    """Write a checkpoint atomically, with a SHA-256 of its payload."""
+    content = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "sha256": _digest(payload),
+        "payload": payload,
+    }
+    write_atomic(path, json.dumps(content) + "\n")
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Read and verify a checkpoint.
+
+    Raises:
+        CheckpointError: missing, not JSON, another format or version, or the checksum does
+            not match.
+    """
+    fix = "Restore the file, or start a new run in another --out directory."
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {str(path)!r}: nothing to resume")
+    content = read_document(
+        path,
+        format=CHECKPOINT_FORMAT,
+        versions=range(CHECKPOINT_VERSION, CHECKPOINT_VERSION + 1),
+        what="checkpoint",
+        error=CheckpointError,
+        hint=f"It was not used. {fix}",
+    )
+    payload = content.get("payload")
+    if content.get("sha256") != _digest(payload) or not isinstance(payload, dict):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} fails its checksum (it was altered or damaged); it was "
+            f"not used. {fix}"
+        )
+    return payload
+
+
+class RunDirectory:
+    """The files of one run (see the module docstring).
+
+    Args:
+        path: the ``--out`` directory.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.run_json = self.path / "run.json"
+        self.log = self.path / "log.jsonl"
+        self.checkpoint = self.path / "checkpoint.json"
+
+    def create(self, spec: Mapping[str, Any]) -> None:
+        """Start a new run with settings ``spec``.
+
+        Raises:
+            CheckpointError: the directory already holds a run.
+        """
+        if self.checkpoint.exists() or self.log.exists():
+            raise CheckpointError(
+                f"{str(self.path)!r} already holds a run; pass resume=True (--resume) to "
+                "continue it, or choose another directory"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.run_json, json.dumps(dict(spec), indent=1) + "\n")
+        self.log.touch()
+
+    def save(self, spec: Mapping[str, Any], state: Any, episodes: int, elapsed: float) -> None:
+        """Checkpoint the learner ``state`` after ``episodes`` episodes (atomic)."""
+        write_checkpoint(
+            self.checkpoint,
+            {
+                "spec": dict(spec),
+                "state": state,
+                "episodes": int(episodes),
+                "log_bytes": self.log.stat().st_size,
+                "elapsed": float(elapsed),
+            },
+        )
+
+    def resume(
+        self, spec: Mapping[str, Any], budget: str = "episodes"
+    ) -> tuple[Any, int, float, list[dict[str, Any]]]:
+        """Read the checkpoint of a run with settings ``spec`` (all but ``budget`` must match)
+        and truncate the log to it.
+
+        Returns:
+            the learner state, the episodes done, the elapsed seconds and the log's records.
+
+        Raises:
+            CheckpointError: missing, corrupt, or from a run with other settings; or the run
+                already did more than ``spec[budget]`` episodes.
+        """
+        payload = read_checkpoint(self.checkpoint)
+        try:
+            saved = payload["spec"]
+            state = payload["state"]
+            done = int(payload["episodes"])
+            log_bytes = int(payload["log_bytes"])
+            elapsed = float(payload["elapsed"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint in {str(self.path)!r} lacks {exc}") from None
+        for key in sorted(set(saved) | set(spec)):
+            if key != budget and saved.get(key) != spec.get(key):
+                raise CheckpointError(
+                    f"--resume: the run in {str(self.path)!r} has {key}={saved.get(key)!r}, "
+                    f"this call {key}={spec.get(key)!r}; resume with the run's settings (see "
+                    "run.json)"
+                )
+        if done > int(spec[budget]):
+            raise CheckpointError(
+                f"--resume: the run already did {done} episodes, more than {budget}={spec[budget]}"
+            )
+        try:
+            with open(self.log, "r+b") as handle:  # drop lines written after the checkpoint
+                handle.truncate(log_bytes)
+            records = [json.loads(line) for line in self.log.read_text().splitlines()]
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(
+                f"log {str(self.log)!r} does not match the checkpoint ({exc})"
+            ) from None
+        if sum(int(r["episodes"]) for r in records) != done:
+            raise CheckpointError(
+                f"log {str(self.log)!r} holds {sum(int(r['episodes']) for r in records)} "
+                f"episodes, the checkpoint {done}"
+            )
+        if saved.get(budget) != spec.get(budget):
+            write_atomic(self.run_json, json.dumps(dict(spec), indent=1) + "\n")
+        return state, done, elapsed, records
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Append one line to ``log.jsonl`` and flush it to disk."""
+        with open(self.log, "a") as handle:
+            handle.write(json.dumps(dict(row)) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def log_row(
+    *,
+    iteration: int,
+    episodes_total: int,
+    rewards: Sequence[float],
+    seeds: Sequence[int],
+    diverged: int,
+    seconds: float,
+    elapsed: float,
+    learner: Mapping[str, Any],
+) -> dict[str, Any]:
+    """One ``log.jsonl`` line (:data:`LOG_COLUMNS`)."""
+    values = np.asarray(rewards, dtype=np.float64)
+    return {
+        "iteration": int(iteration),
+        "episodes": len(values),
+        "episodes_total": int(episodes_total),
+        "rewards": values.tolist(),
+        "seeds": [int(s) for s in seeds],
+        "mean_reward": float(values.mean()),
+        "best_reward": float(values.max()),
+        "diverged": int(diverged),
+        "seconds": float(seconds),
+        "elapsed": float(elapsed),
+        "learner": dict(learner),
+    }
+
+
+def controller_for(
+    env: gym.Env[Any, Any],
+    env_id: str,
+    env_kwargs: Mapping[str, Any],
+    source: Mapping[str, Any],
+    *,
+    action: np.ndarray | None = None,
+    cov: np.ndarray | None = None,
+    policy: Mapping[str, Any] | None = None,
+) -> SavedController:
+    """The controller file of a learned ``action`` (with its search covariance, zeros if
+    ``None``) or of a contextual ``policy``, learned on ``env``."""
+    base = env.unwrapped
+    center, scale = base.theta_center, base.theta_scale  # type: ignore[attr-defined]
+    theta = theta_cov = None
+    if policy is not None:
+        policy = {**policy, "theta_center": center.tolist(), "theta_scale": scale.tolist()}
+    else:
+        assert action is not None
+        mean, spread = theta_distribution(
+            np.asarray(action, dtype=np.float64),
+            np.zeros((action.size, action.size)) if cov is None else np.asarray(cov),
+            center,
+            scale,
+        )
+        theta = tuple(float(v) for v in mean)
+        theta_cov = tuple(tuple(float(v) for v in row) for row in spread)
+    return SavedController(
+        theta=theta,
+        theta_cov=theta_cov,
+        env_id=env_id,
+        env_kwargs=dict(env_kwargs),
+        relative=bool(base.relative),  # type: ignore[attr-defined]
+        lr_bounds=tuple(base.lr_bounds),  # type: ignore[attr-defined]
+        features=asdict(base.features),  # type: ignore[attr-defined]
+        lrgym_version=lrgym.__version__,
+        source=dict(source),
+        policy=policy,
+    )
