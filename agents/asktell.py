@@ -106,12 +106,12 @@ def make_learner(
     """A fresh learner ``name`` over a ``dim``-dimensional action in ``[-1, 1]^dim``."""
     if config is None or isinstance(config, Mapping):
         config = learner_config(name, config)
-    return _entry(name)[1](dim, config, seed=seed)  # type: ignore[no-any-return]
+    return _entry(name)[1](dim, config, seed=seed)
 
 
 def learner_from_state(name: str, state: dict[str, Any]) -> AskTellLearner:
     """Rebuild learner ``name`` from its :meth:`~AskTellLearner.state_dict`."""
-    return _entry(name)[2](state)  # type: ignore[no-any-return]
+    return _entry(name)[2](state)
 
 
 def config_dict(config: Any) -> dict[str, Any]:

@@ -224,7 +224,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             assert saved.policy is not None
             print(f"{env_id}: {saved.policy['algorithm']} policy {saved.policy['model']}")
         else:
-            print(f"{env_id}: theta = {np.round(saved.theta, 4).tolist()}")
+            print(f"{env_id}: theta = {np.round(saved.theta_for(np.zeros(5)), 4).tolist()}")
         header = (("ep", 3), ("seed", 6), ("reward", 8), ("train loss", 10), ("test acc", 8))
         print(" ".join(f"{name:>{width}}" for name, width in header), f"{'diverged':>8}")
         for k, e in enumerate(episodes):

@@ -101,7 +101,7 @@ def train(
             f"episodes={episodes!r} must be a positive multiple of samples={samples} "
             f"(iterations = episodes / samples), e.g. {max(1, round(episodes / samples)) * samples}"
         )
-    spec = {
+    spec: dict[str, Any] = {
         "algorithm": algorithm,
         "env_id": env_id,
         "env_kwargs": dict(env_kwargs or {}),

@@ -92,7 +92,7 @@ class RandomSearch:
         if self._pending is not None:
             return self._pending[1].copy()
         wanted = 1 + self.config.reevaluations
-        plan: list[int | None] = []
+        plan: list[int] = []
         for index in self._ranked()[: self.config.finalists]:
             missing = wanted - len(self.rewards[index])
             plan.extend([index] * max(0, min(missing, self.config.samples // 2 - len(plan))))
@@ -101,7 +101,7 @@ class RandomSearch:
         batch = np.concatenate(
             [np.array([self.actions[i] for i in plan]).reshape(-1, self.dim), new]
         )
-        self._pending = ([*plan, *([None] * fresh)], batch)
+        self._pending = ([*plan, *[None] * fresh], batch)
         return batch.copy()
 
     def tell(self, actions: np.ndarray, rewards: Sequence[float] | np.ndarray) -> RandomSearchInfo:

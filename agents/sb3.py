@@ -250,7 +250,7 @@ def train_sb3(
     _check_budget(algorithm, episodes, workers, settings)
     library, class_name, _ = SB3_LEARNERS[algorithm]
     module = _library(library)
-    spec = {
+    spec: dict[str, Any] = {
         "algorithm": algorithm,
         "env_id": env_id,
         "env_kwargs": dict(env_kwargs or {}),

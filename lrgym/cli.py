@@ -56,7 +56,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
     run.add_argument("--data-root", default=None, help="dataset root (see the README)")
     run.add_argument("--json", action="store_true", help="print one JSON object per episode")
 
-    handlers = {"run": _run}
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {"run": _run}
     for entry in entry_points(group="lrgym.commands"):
         handlers.update(entry.load()(sub))
     return parser, handlers
