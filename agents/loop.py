@@ -15,7 +15,6 @@ episode of an iteration shares one task.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, is_dataclass
@@ -33,7 +32,7 @@ from agents.asktell import (
     make_learner,
 )
 from agents.collect import Collector, episode_seeds, make_collector
-from agents.rundir import RunDirectory, controller_for, log_row
+from agents.rundir import RunDirectory, controller_for, log_row, progress_bar
 from lrgym.controller_file import save_controller
 from lrgym.errors import InvalidConfigError, LrgymError
 
@@ -147,7 +146,7 @@ def train(
             save_file("controller-initial.json")
             directory.save(spec, learner.state_dict(), 0, 0.0)  # a run killed now can resume
         writer = _tensorboard(directory.path) if tensorboard else None
-        bar = _progress_bar(algorithm, env_id, spec["episodes"], done) if progress else None
+        bar = progress_bar(f"{algorithm} {env_id}", spec["episodes"], done) if progress else None
         try:
             while done < spec["episodes"]:
                 started = time.perf_counter()
@@ -211,20 +210,6 @@ def _learner_log(info: Any, learner: AskTellLearner) -> dict[str, Any]:
     if cov is not None:
         values["cov"] = np.asarray(cov).tolist()
     return values
-
-
-def _progress_bar(algorithm: str, env_id: str, total: int, done: int) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        initial=done,
-        unit="episode",
-        desc=f"{algorithm} {env_id}",
-        file=sys.stderr,
-        dynamic_ncols=True,
-        mininterval=0.5 if sys.stderr.isatty() else 30.0,  # a log file gets a line per 30 s
-    )
 
 
 def _tensorboard(directory: Path) -> Any:

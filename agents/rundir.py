@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -264,4 +265,19 @@ def controller_for(
         lrgym_version=lrgym.__version__,
         source=dict(source),
         policy=policy,
+    )
+
+
+def progress_bar(description: str, total: int, done: int) -> Any:
+    """A tqdm bar of episodes on stderr (a line per 30 s when stderr is a log file)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=done,
+        unit="episode",
+        desc=description,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 30.0,
     )

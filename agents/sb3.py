@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,9 +41,9 @@ import numpy as np
 import torch
 
 from agents.collect import episode_seeds
-from agents.rundir import CheckpointError, RunDirectory, controller_for, log_row
-from lrgym.controller_file import save_controller
-from lrgym.errors import InvalidConfigError, LrgymError
+from agents.rundir import CheckpointError, RunDirectory, controller_for, log_row, progress_bar
+from lrgym.controller_file import import_policy_library, save_controller
+from lrgym.errors import InvalidConfigError
 
 SB3_LEARNERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "ppo": (
@@ -84,20 +83,6 @@ SB3_LEARNERS: dict[str, tuple[str, str, dict[str, Any]]] = {
 """lrgym's settings for one-step episodes, on top of each algorithm's own defaults:
 name -> (library, class, settings). ``action_noise_std`` is TD3's Gaussian action noise
 (``NormalActionNoise`` with that standard deviation on every action entry)."""
-
-_EXTRAS = {"stable-baselines3": "sb3", "sb3-contrib": "sb3-contrib"}
-
-
-def _library(library: str) -> Any:
-    import importlib
-
-    module = "stable_baselines3" if library == "stable-baselines3" else "sb3_contrib"
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise LrgymError(
-            f'this learner needs the {library} package: pip install "lrgym[{_EXTRAS[library]}]"'
-        ) from None
 
 
 class TaskSeeds(gym.Wrapper[Any, Any, Any, Any]):
@@ -188,7 +173,7 @@ def _build(
     algorithm: str, settings: Mapping[str, Any], venv: Any, seed: int, tb: str | None
 ) -> Any:
     library, name, _ = SB3_LEARNERS[algorithm]
-    module = _library(library)
+    module = import_policy_library(library)
     kwargs = dict(settings)
     policy = kwargs.pop("policy")
     noise = kwargs.pop("action_noise_std", None)
@@ -249,7 +234,7 @@ def train_sb3(
     settings = _settings(algorithm, hyperparameters)
     _check_budget(algorithm, episodes, workers, settings)
     library, class_name, _ = SB3_LEARNERS[algorithm]
-    module = _library(library)
+    module = import_policy_library(library)
     spec: dict[str, Any] = {
         "algorithm": algorithm,
         "env_id": env_id,
@@ -305,7 +290,7 @@ def train_sb3(
         if state is None:
             state = save(0, "controller-initial.json", "controller.json")
             directory.save(spec, state, 0, 0.0)
-        bar = _progress_bar(algorithm, env_id, spec["episodes"], done) if progress else None
+        bar = progress_bar(f"{algorithm} {env_id}", spec["episodes"], done) if progress else None
         callback = _Callback(directory, spec, save, records, done, elapsed, log_every, bar)
         try:
             if done < spec["episodes"]:
@@ -350,20 +335,6 @@ def _load(
             )
         model.load_replay_buffer(str(buffer))
     return model
-
-
-def _progress_bar(algorithm: str, env_id: str, total: int, done: int) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        initial=done,
-        unit="episode",
-        desc=f"{algorithm} {env_id}",
-        file=sys.stderr,
-        dynamic_ncols=True,
-        mininterval=0.5 if sys.stderr.isatty() else 30.0,
-    )
 
 
 def _make_callback_base() -> type:

@@ -132,7 +132,6 @@ class SavedController:
         if self.policy is None:
             raise ControllerFileError("this controller file holds no policy model")
         library, algorithm = self.policy["library"], self.policy["algorithm"]
-        module_name, _ = POLICY_LIBRARIES[library]
         model_path = Path(self.policy["model"])
         if not model_path.is_absolute() and self.path is not None:
             model_path = self.path.parent / model_path
@@ -148,7 +147,7 @@ class SavedController:
                 f"the policy model {str(model_path)!r} does not match the controller file's "
                 "sha256 (it was replaced or damaged); it was not loaded"
             )
-        module = _import_library(library, module_name)
+        module = import_policy_library(library)
         return getattr(module, algorithm).load(str(model_path), device="cpu")
 
     def to_json(self) -> dict[str, Any]:
@@ -171,9 +170,15 @@ class SavedController:
         return content
 
 
-def _import_library(library: str, module_name: str) -> Any:
+def import_policy_library(library: str) -> Any:
+    """Import a policy library of :data:`POLICY_LIBRARIES`.
+
+    Raises:
+        ControllerFileError: it is not installed (the message names the extra to install).
+    """
     import importlib
 
+    module_name = POLICY_LIBRARIES[library][0]
     extra = "sb3" if library == "stable-baselines3" else "sb3-contrib"
     try:
         return importlib.import_module(module_name)
