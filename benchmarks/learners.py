@@ -2,7 +2,8 @@
 
 For each learner and each training seed, trains with ``--episodes`` training runs (the same
 episode budget for all, each learner at its documented default settings, the process backend
-with ``--workers`` workers), then evaluates the final controller file on held-out tasks
+with ``--workers`` workers for the ask/tell learners, ``--sb3-workers`` envs for the
+Stable-Baselines3 ones), then evaluates the final controller file on held-out tasks
 ``reset(seed=1000 + k)``, ``k < --eval-episodes`` (training draws its task seeds from
 ``SeedSequence``, never from this range), together with the initial controller (the zero
 action, every ask/tell learner's starting point).
@@ -69,6 +70,7 @@ def train_one(learner: str, seed: int, out: Path, args: argparse.Namespace) -> f
         from agents.sb3 import train_sb3
 
         common.pop("backend")
+        common["workers"] = args.sb3_workers
         train_sb3(learner, args.env, out, **common)
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     return float(rows[-1]["elapsed"])
@@ -108,7 +110,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--eval-episodes", type=int, default=40)
     parser.add_argument("--eval-seed", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="ask/tell and evaluation workers")
+    parser.add_argument(
+        "--sb3-workers",
+        type=int,
+        default=1,
+        help="SB3 vector envs (their settings are per env; run seeds as parallel lanes instead)",
+    )
     parser.add_argument("--block", type=int, default=32, help="episodes per curve point")
     parser.add_argument("--out", default="runs/learners")
     parser.add_argument("--only-train", action="store_true", help="skip the evaluation")
