@@ -291,7 +291,7 @@ def train_sb3(
             state = save(0, "controller-initial.json", "controller.json")
             directory.save(spec, state, 0, 0.0)
         bar = progress_bar(f"{algorithm} {env_id}", spec["episodes"], done) if progress else None
-        callback = _Callback(directory, spec, save, records, done, elapsed, log_every, bar)
+        callback = _make_callback(directory, spec, save, records, done, elapsed, log_every, bar)
         try:
             if done < spec["episodes"]:
                 model.learn(
@@ -337,87 +337,79 @@ def _load(
     return model
 
 
-def _make_callback_base() -> type:
+def _make_callback(*args: Any) -> Any:
+    """The SB3 callback (its class is built here, so that importing this module needs no SB3):
+    counts episodes, stops at the budget, and at update boundaries logs and checkpoints."""
     from stable_baselines3.common.callbacks import BaseCallback
 
-    return BaseCallback
+    class Callback(BaseCallback):
+        def __init__(
+            self,
+            directory: RunDirectory,
+            spec: Mapping[str, Any],
+            save: Callable[..., dict[str, Any]],
+            records: list[dict[str, Any]],
+            done: int,
+            elapsed: float,
+            log_every: int,
+            bar: Any,
+        ) -> None:
+            super().__init__()
+            self.directory, self.spec, self.save_model = directory, spec, save
+            self.records, self.done, self.elapsed = records, done, elapsed
+            self.log_every, self.bar = log_every, bar
+            self.pending: list[tuple[int, int, float, bool]] = []
+            self.started = time.perf_counter()
 
+        def _collect(self) -> None:
+            finished = [e for env in self.training_env.env_method("drain") for e in env]
+            if finished and self.bar is not None:
+                self.bar.update(len(finished))
+            self.pending.extend(finished)
 
-class _Callback:
-    """SB3 callback (built on first use, so that importing this module needs no SB3): counts
-    episodes, stops at the budget, and at update boundaries logs and checkpoints."""
+        def _on_step(self) -> bool:
+            self._collect()
+            return self.done + len(self.pending) < self.spec["episodes"]
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        base = _make_callback_base()
+        def _on_rollout_start(self) -> None:
+            self._collect()
+            if len(self.pending) >= self.log_every:
+                self._checkpoint()
 
-        class Callback(base):  # type: ignore[misc, valid-type]
-            def __init__(
-                self,
-                directory: RunDirectory,
-                spec: Mapping[str, Any],
-                save: Callable[..., dict[str, Any]],
-                records: list[dict[str, Any]],
-                done: int,
-                elapsed: float,
-                log_every: int,
-                bar: Any,
-            ) -> None:
-                super().__init__()
-                self.directory, self.spec, self.save_model = directory, spec, save
-                self.records, self.done, self.elapsed = records, done, elapsed
-                self.log_every, self.bar = log_every, bar
-                self.pending: list[tuple[int, int, float, bool]] = []
-                self.started = time.perf_counter()
+        def _on_training_end(self) -> None:
+            self._collect()
+            if self.pending:
+                self._checkpoint()
 
-            def _collect(self) -> None:
-                finished = [e for env in self.training_env.env_method("drain") for e in env]
-                if finished and self.bar is not None:
-                    self.bar.update(len(finished))
-                self.pending.extend(finished)
+        def _checkpoint(self) -> None:
+            batch = sorted(self.pending)
+            self.pending = []
+            now = time.perf_counter()
+            seconds, self.started = now - self.started, now
+            self.elapsed += seconds
+            self.done += len(batch)
+            row = log_row(
+                iteration=len(self.records),
+                episodes_total=self.done,
+                rewards=[b[2] for b in batch],
+                seeds=[b[1] for b in batch],
+                diverged=sum(b[3] for b in batch),
+                seconds=seconds,
+                elapsed=self.elapsed,
+                learner={"num_timesteps": int(self.model.num_timesteps)},
+            )
+            self.records.append(row)
+            self.directory.append(row)
+            state = self.save_model(self.done, "controller.json")
+            self.directory.save(self.spec, state, self.done, self.elapsed)
+            _prune(
+                self.directory.path / "models",
+                keep={state["model"], state.get("replay_buffer")},
+            )
+            if self.bar is not None:
+                self.bar.set_postfix(mean=f"{row['mean_reward']:.4f}")
 
-            def _on_step(self) -> bool:
-                self._collect()
-                return self.done + len(self.pending) < self.spec["episodes"]
-
-            def _on_rollout_start(self) -> None:
-                self._collect()
-                if len(self.pending) >= self.log_every:
-                    self._checkpoint()
-
-            def _on_training_end(self) -> None:
-                self._collect()
-                if self.pending:
-                    self._checkpoint()
-
-            def _checkpoint(self) -> None:
-                batch = sorted(self.pending)
-                self.pending = []
-                now = time.perf_counter()
-                seconds, self.started = now - self.started, now
-                self.elapsed += seconds
-                self.done += len(batch)
-                row = log_row(
-                    iteration=len(self.records),
-                    episodes_total=self.done,
-                    rewards=[b[2] for b in batch],
-                    seeds=[b[1] for b in batch],
-                    diverged=sum(b[3] for b in batch),
-                    seconds=seconds,
-                    elapsed=self.elapsed,
-                    learner={"num_timesteps": int(self.model.num_timesteps)},
-                )
-                self.records.append(row)
-                self.directory.append(row)
-                state = self.save_model(self.done, "controller.json")
-                self.directory.save(self.spec, state, self.done, self.elapsed)
-                _prune(
-                    self.directory.path / "models",
-                    keep={state["model"], state.get("replay_buffer")},
-                )
-                if self.bar is not None:
-                    self.bar.set_postfix(mean=f"{row['mean_reward']:.4f}")
-
-        return Callback(*args, **kwargs)
+    return Callback(*args)
 
 
 def _prune(models: Path, keep: set[Any]) -> None:

@@ -19,7 +19,7 @@ import lrgym
 from agents.cmaes import CMAES, CMAESConfig
 from agents.loop import train
 from agents.random_search import RandomSearch, RandomSearchConfig
-from agents.rundir import read_checkpoint
+from agents.rundir import LOG_COLUMNS, read_checkpoint
 from lrgym.cli import main
 from lrgym.controller_file import ControllerFileError
 from lrgym.errors import InvalidConfigError, LrgymError
@@ -49,6 +49,7 @@ def test_each_learner_trains_through_the_cli_and_its_controller_evaluates(
     assert main([*command, "--out", str(out), "--no-progress", "--seed", "3"]) == 0
     assert f"{algorithm}, 32 episodes" in capsys.readouterr().out
     log = log_of(out)
+    assert all(list(row) == list(LOG_COLUMNS) for row in log)  # the same columns for all
     assert log[-1]["episodes_total"] == 32 == sum(row["episodes"] for row in log)
     seeds = [s for row in log for s in row["seeds"]]
     assert len(set(seeds)) == 32  # every episode its own task
