@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +32,9 @@ from agents.asktell import (
     make_learner,
 )
 from agents.collect import Collector, episode_seeds, make_collector
-from agents.rundir import RunDirectory, controller_for, log_row, progress_bar
+from agents.rundir import LearnerRun, RunDirectory, controller_for, log_row, progress_bar
 from lrgym.controller_file import save_controller
 from lrgym.errors import InvalidConfigError, LrgymError
-
-
-@dataclass
-class TrainingRun:
-    """What :func:`train` returns."""
-
-    learner: AskTellLearner
-    records: list[dict[str, Any]]
-    """The ``log.jsonl`` lines of the whole run."""
-    out: Path
 
 
 def train(
@@ -64,7 +54,7 @@ def train(
     tensorboard: bool = False,
     progress: bool = True,
     collector: Collector | None = None,
-) -> TrainingRun:
+) -> LearnerRun:
     """Learn a controller with the ask/tell learner ``algorithm`` on ``env_id``.
 
     Args:
@@ -196,7 +186,7 @@ def train(
     finally:
         if own:
             collector.close()
-    return TrainingRun(learner, records, directory.path)
+    return LearnerRun(learner, records, directory.path)
 
 
 def _learner_log(info: Any, learner: AskTellLearner) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,17 @@ LOG_COLUMNS = (
     "learner",
 )
 """The columns of every ``log.jsonl`` line."""
+
+
+@dataclass
+class LearnerRun:
+    """What :func:`agents.loop.train` and :func:`agents.sb3.train_sb3` return."""
+
+    learner: Any
+    """The trained learner: an ask/tell learner, or the Stable-Baselines3 model."""
+    records: list[dict[str, Any]]
+    """The ``log.jsonl`` lines of the whole run."""
+    out: Path
 
 
 class CheckpointError(LrgymError):

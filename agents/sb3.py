@@ -32,7 +32,6 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,14 @@ import numpy as np
 import torch
 
 from agents.collect import episode_seeds
-from agents.rundir import CheckpointError, RunDirectory, controller_for, log_row, progress_bar
+from agents.rundir import (
+    CheckpointError,
+    LearnerRun,
+    RunDirectory,
+    controller_for,
+    log_row,
+    progress_bar,
+)
 from lrgym.controller_file import import_policy_library, save_controller
 from lrgym.errors import InvalidConfigError
 
@@ -192,15 +198,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@dataclass
-class SB3Run:
-    """What :func:`train_sb3` returns."""
-
-    model: Any
-    records: list[dict[str, Any]]
-    out: Path
-
-
 def train_sb3(
     algorithm: str,
     env_id: str,
@@ -215,7 +212,7 @@ def train_sb3(
     tensorboard: bool = False,
     progress: bool = True,
     log_every: int = 32,
-) -> SB3Run:
+) -> LearnerRun:
     """Train the Stable-Baselines3 learner ``algorithm`` (:data:`SB3_LEARNERS`) for exactly
     ``episodes`` episodes; see the module docstring for the files and what resuming does.
 
@@ -279,9 +276,8 @@ def train_sb3(
                 saved_state["replay_buffer"] = str(buffer.relative_to(directory.path))
                 saved_state["replay_sha256"] = _sha256(buffer)
             source = {"algorithm": algorithm, "episodes": episodes_done, "seed": spec["seed"]}
-            policy = {"library": library, "algorithm": class_name, **saved_state}
-            policy.pop("replay_buffer", None)
-            policy.pop("replay_sha256", None)
+            policy = {"library": library, "algorithm": class_name, "model": saved_state["model"]}
+            policy["sha256"] = saved_state["sha256"]
             saved = controller_for(info_env, env_id, spec["env_kwargs"], source, policy=policy)
             for name in names:
                 save_controller(saved, directory.path / name)
@@ -303,7 +299,7 @@ def train_sb3(
         finally:
             if bar is not None:
                 bar.close()
-        return SB3Run(model, records, directory.path)
+        return LearnerRun(model, records, directory.path)
     finally:
         venv.close()
         info_env.close()
