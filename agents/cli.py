@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.benchmark import add_arguments as add_benchmark_arguments
 from lrgym.cli import add_env_arguments, env_kwargs_from, save_curves
 from lrgym.errors import LrgymError
 
@@ -38,7 +39,7 @@ SB3 = {
 
 
 def register(commands: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
-    """Add ``train`` and ``evaluate`` to the ``lrgym`` command's subparsers."""
+    """Add ``train``, ``evaluate`` and ``benchmark`` to the ``lrgym`` command's subparsers."""
     train = commands.add_parser("train", help="learn a controller").add_subparsers(
         dest="algorithm", required=True, metavar="ALGORITHM"
     )
@@ -69,7 +70,17 @@ def register(commands: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     evaluate.add_argument("--curves", default=None, help="save every run's curves to this .npz")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object per episode")
     add_env_arguments(evaluate)
-    return {"train": _train, "evaluate": _evaluate}
+
+    benchmark = commands.add_parser(
+        "benchmark", help="controllers and baselines on a suite of held-out tasks"
+    )
+    add_benchmark_arguments(benchmark)
+    _backend(benchmark)
+    return {
+        "train": _train,
+        "evaluate": _evaluate,
+        "benchmark": _benchmark,
+    }
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -195,6 +206,12 @@ def _train(args: argparse.Namespace) -> int:
         )
     print(f"controller: {args.out}/controller.json   log: {args.out}/log.jsonl")
     return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from agents.benchmark import command
+
+    return command(args, _backend_name)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

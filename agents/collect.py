@@ -11,6 +11,10 @@ on how many threads share them); use more workers, not more threads, to use more
   soon as it is free (episodes differ in length, so no worker waits for another).
 * :class:`RayCollector`: one Ray actor per worker, on a local or remote Ray cluster
   (``pip install "lrgym[ray]"``; every node needs lrgym and the env's data).
+
+The process and Ray collectors are built on worker pools (:class:`WorkerPool`,
+:func:`make_pool`), which run any module-level job function on workers that each hold a state
+built once (an env here; ``lrgym benchmark`` runs its training runs on the same pools).
 """
 
 from __future__ import annotations
@@ -175,28 +179,98 @@ class SerialCollector(Collector):
         self.env.close()
 
 
-class ProcessCollector(Collector):
-    """Runs episodes in ``workers`` processes, each dealt the next episode as soon as it is free.
+class WorkerPool(ABC):
+    """Runs jobs ``function(state, job)`` on workers that each build their ``state`` once with
+    ``initializer(*args)`` (an env, say), one torch thread per worker. ``function`` and
+    ``initializer`` must be module-level functions or classes (they are pickled by name).
 
-    Every worker builds its env once (one torch thread, Ctrl-C left to this process) and then
-    runs ``reset(seed)`` + ``step(action)`` for each episode it is dealt. Episodes of unequal
-    length (tasks differ in steps, runs diverge) never leave a worker waiting for another;
-    results come back in the order of the seeds.
+    Use as a context manager or ``close()``. A job that raises, or a worker that dies, ends
+    :meth:`map` with a :class:`CollectorError` naming the job; the pool is then closed.
+    """
 
-    A worker that dies (killed, out of memory) or an episode that raises ends :meth:`run` with
-    a :class:`CollectorError` naming the episode's seed; the collector is then closed.
+    @abstractmethod
+    def map(
+        self,
+        function: Callable[[Any, Any], Any],
+        jobs: Sequence[Any],
+        *,
+        labels: Sequence[str] | None = None,
+        on_result: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
+        """Run every job; results in the order of ``jobs``.
 
-    Args:
-        env_id, env_kwargs: the env every worker builds.
-        workers: number of worker processes.
+        Args:
+            function: called in a worker as ``function(state, job)``.
+            jobs: picklable job descriptions.
+            labels: what each job is called in error messages (default ``"job k"``).
+            on_result: called in this process as ``on_result(k, result)`` as soon as job ``k``
+                is done, in the order jobs finish (to save results as they come).
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the workers."""
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _label(labels: Sequence[str] | None, k: int) -> str:
+    return f"job {k}" if labels is None else labels[k]
+
+
+class SerialPool(WorkerPool):
+    """Runs the jobs one after another in this process, with one torch thread."""
+
+    def __init__(self, initializer: Callable[..., Any], args: Sequence[Any] = ()) -> None:
+        self.state = initializer(*args)
+
+    def map(
+        self,
+        function: Callable[[Any, Any], Any],
+        jobs: Sequence[Any],
+        *,
+        labels: Sequence[str] | None = None,
+        on_result: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in every backend: results do not depend on threads
+        results = []
+        try:
+            for k, job in enumerate(jobs):
+                results.append(function(self.state, job))
+                if on_result is not None:
+                    on_result(k, results[-1])
+        finally:
+            torch.set_num_threads(threads)
+        return results
+
+    def close(self) -> None:
+        close = getattr(self.state, "close", None)
+        if callable(close):
+            close()
+
+
+class ProcessPool(WorkerPool):
+    """Runs the jobs in ``workers`` processes (spawned), each dealt the next job as soon as it
+    is free, so jobs of unequal length never leave a worker waiting for another.
 
     Raises:
-        CollectorError: a worker could not build the env (the worker's error is its cause).
+        CollectorError: a worker could not build its state (the worker's error is its cause).
     """
 
     def __init__(
-        self, env_id: str, env_kwargs: Mapping[str, Any] | None = None, *, workers: int = 2
+        self,
+        initializer: Callable[..., Any],
+        args: Sequence[Any] = (),
+        *,
+        workers: int = 2,
+        setup: str = "building its state",
     ) -> None:
+        self._setup = setup
         if int(workers) != workers or workers < 1:
             raise InvalidConfigError(f"workers={workers!r} must be a positive integer")
         context = multiprocessing.get_context("spawn")  # no fork of a process running torch
@@ -207,69 +281,66 @@ class ProcessCollector(Collector):
                 parent, child = context.Pipe()
                 process = context.Process(
                     target=_serve,
-                    args=(child, env_id, dict(env_kwargs or {})),
+                    args=(child, initializer, tuple(args)),
                     name=f"lrgym-worker-{index}",
                     daemon=True,
                 )
                 process.start()
                 child.close()
                 self._workers.append(_Worker(index, process, parent))
-            spaces = [self._receive(worker, None)[1] for worker in self._workers]
+            for worker in self._workers:
+                self._receive(worker, None)
         except BaseException:
             self._stop(terminate=True)
             raise
-        self.action_space = _box(spaces[0])
 
     @property
     def pids(self) -> list[int | None]:
         """The worker processes' ids, in worker order."""
         return [worker.process.pid for worker in self._workers]
 
-    def run(
+    def map(
         self,
-        actions: np.ndarray,
-        seeds: Sequence[int],
+        function: Callable[[Any, Any], Any],
+        jobs: Sequence[Any],
         *,
-        keep_curves: bool = False,
-        progress: Progress | None = None,
-    ) -> list[Episode]:
+        labels: Sequence[str] | None = None,
+        on_result: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
         if self._broken or not self._workers:
-            raise CollectorError("this collector was closed (after an error or by close())")
-        batch = _check_batch(actions, seeds, self.action_space)
-        results: list[Episode | None] = [None] * len(seeds)
-        waiting = deque(range(len(seeds)))
+            raise CollectorError("this pool was closed (after an error or by close())")
+        results: list[Any] = [None] * len(jobs)
+        waiting = deque(range(len(jobs)))
         busy: dict[_Worker, int] = {}
         try:
             while waiting or busy:
                 for worker in self._workers:
                     if waiting and worker not in busy:
-                        j = waiting.popleft()
-                        worker.connection.send((int(seeds[j]), batch[j], keep_curves))
-                        busy[worker] = j
+                        k = waiting.popleft()
+                        worker.connection.send((function, jobs[k]))
+                        busy[worker] = k
                 ready = wait([w.connection for w in busy] + [w.process.sentinel for w in busy])
                 done = [w for w in busy if w.connection in ready or w.process.sentinel in ready]
                 for worker in done:
-                    j = busy.pop(worker)
-                    results[j] = self._receive(worker, int(seeds[j]))[1]
-                    if progress is not None:
-                        progress(1)
+                    k = busy.pop(worker)
+                    results[k] = self._receive(worker, _label(labels, k))
+                    if on_result is not None:
+                        on_result(k, results[k])
         except BaseException:
-            self._broken = True  # episodes may still be running: this collector is done
+            self._broken = True  # jobs may still be running: this pool is done
             self._stop(terminate=True)
             raise
-        return [r for r in results if r is not None]
+        return results
 
-    def _receive(self, worker: _Worker, seed: int | None) -> tuple[str, Any]:
-        """The worker's next message; a dead worker or a failure becomes a CollectorError."""
-        what = "building the env" if seed is None else f"the episode with reset(seed={seed})"
+    def _receive(self, worker: _Worker, label: str | None) -> Any:
+        """The worker's next result; a dead worker or a failure becomes a CollectorError."""
+        what = self._setup if label is None else label
         try:
             kind, payload = worker.connection.recv()
         except (EOFError, ConnectionError):
             worker.process.join(timeout=5)
             code = worker.process.exitcode
-            hint = (
-                "" if seed is None else "; run it with backend 'serial' to see it in this process"
-            )
+            hint = "" if label is None else "; run it with backend 'serial' to see it here"
             raise CollectorError(
                 f"worker {worker.index} (pid {worker.process.pid}) died during {what}"
                 + (f" (exit code {code})" if code is not None else "")
@@ -281,7 +352,7 @@ class ProcessCollector(Collector):
                 f"worker {worker.index} failed during {what}: {error!r}\n"
                 f"--- the worker's traceback ---\n{trace}"
             ) from error
-        return kind, payload
+        return payload
 
     def _stop(self, *, terminate: bool) -> None:
         for worker in self._workers:
@@ -303,7 +374,7 @@ class ProcessCollector(Collector):
 
 
 class CollectorError(LrgymError):
-    """A worker died or an episode failed in a worker; the message names the episode's seed."""
+    """A worker died or a job (an episode) failed in a worker; the message names the job."""
 
 
 @dataclass(eq=False)
@@ -313,34 +384,35 @@ class _Worker:
     connection: Any  # multiprocessing.connection.Connection
 
 
-def _serve(connection: Any, env_id: str, env_kwargs: Mapping[str, Any]) -> None:
-    """A worker process: build the env once, then run each episode it is sent."""
+def _serve(connection: Any, initializer: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """A worker process: build the state once, then run each job it is sent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     torch.set_num_threads(1)
     try:
         import lrgym  # noqa: F401 - registers the environments
 
-        collector = SerialCollector(env_id, env_kwargs)
+        state = initializer(*args)
     except Exception as exc:
         connection.send(("error", (_portable(exc), traceback.format_exc())))
         return
-    connection.send(("ready", collector.action_space))
+    connection.send(("ready", None))
     while True:
         try:
-            job = connection.recv()
+            message = connection.recv()
         except EOFError:  # the main process has gone
             return
-        if job is None:
-            collector.close()
+        if message is None:
+            close = getattr(state, "close", None)
+            if callable(close):
+                close()
             return
-        seed, action, keep_curves = job
+        function, job = message
         try:
-            episode = collector.run(action[None], [seed], keep_curves=keep_curves)[0]
-            message: tuple[str, Any] = ("episode", episode)
+            reply: tuple[str, Any] = ("done", function(state, job))
         except Exception as exc:
-            message = ("error", (_portable(exc), traceback.format_exc()))
+            reply = ("error", (_portable(exc), traceback.format_exc()))
         try:
-            connection.send(message)
+            connection.send(reply)
         except OSError:  # the main process has gone (killed): nobody to report to
             return
 
@@ -354,19 +426,194 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 class _RayWorker:
-    """Holds one env inside a Ray actor."""
+    """Holds one worker's state inside a Ray actor."""
 
-    def __init__(self, env_id: str, env_kwargs: Mapping[str, Any]) -> None:
+    def __init__(self, initializer: Callable[..., Any], args: tuple[Any, ...]) -> None:
         import lrgym  # noqa: F401 - registers the environments in the worker process
 
         torch.set_num_threads(1)
-        self.collector = SerialCollector(env_id, env_kwargs)
+        self.state = initializer(*args)
 
-    def run(self, seed: int, action: np.ndarray, keep_curves: bool) -> Episode:
-        return self.collector.run(action[None], [seed], keep_curves=keep_curves)[0]
+    def run(self, function: Callable[[Any, Any], Any], job: Any) -> Any:
+        return function(self.state, job)
 
 
-class RayCollector(Collector):
+class RayPool(WorkerPool):
+    """Runs the jobs on ``workers`` Ray actors (one CPU each).
+
+    Args:
+        initializer, args: build each actor's state.
+        workers: number of actors.
+        address: the Ray cluster to join (``"auto"``, ``"HOST:PORT"``); ``None`` joins the
+            cluster of ``RAY_ADDRESS`` or starts a local one. If Ray is already initialised in
+            this process, that connection is used.
+    """
+
+    def __init__(
+        self,
+        initializer: Callable[..., Any],
+        args: Sequence[Any] = (),
+        *,
+        workers: int = 2,
+        address: str | None = None,
+    ) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise LrgymError(
+                'the ray backend needs Ray: pip install "lrgym[ray]" (or pick --backend process)'
+            ) from None
+        if int(workers) != workers or workers < 1:
+            raise InvalidConfigError(f"workers={workers!r} must be a positive integer")
+        self._ray = ray
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        remote = ray.remote(num_cpus=1)(_RayWorker)
+        self.actors: list[Any] = [
+            remote.remote(initializer, tuple(args)) for _ in range(int(workers))
+        ]
+
+    def map(
+        self,
+        function: Callable[[Any, Any], Any],
+        jobs: Sequence[Any],
+        *,
+        labels: Sequence[str] | None = None,
+        on_result: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
+        ray = self._ray
+        pending: dict[Any, int] = {}
+        results: list[Any] = [None] * len(jobs)
+        free = list(self.actors)
+        busy: dict[Any, Any] = {}
+        queue = deque(range(len(jobs)))
+        while queue or pending:
+            while queue and free:
+                k = queue.popleft()
+                actor = free.pop(0)
+                ref = actor.run.remote(function, jobs[k])
+                pending[ref] = k
+                busy[ref] = actor
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                k = pending.pop(ref)
+                try:
+                    results[k] = ray.get(ref)
+                except Exception as exc:
+                    raise CollectorError(f"{_label(labels, k)} failed on Ray: {exc}") from exc
+                free.append(busy.pop(ref))
+                if on_result is not None:
+                    on_result(k, results[k])
+        return results
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self._ray.kill(actor)
+        self.actors = []
+        if self._owns_ray:
+            self._ray.shutdown()
+
+
+def make_pool(
+    backend: str,
+    initializer: Callable[..., Any],
+    args: Sequence[Any] = (),
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+) -> WorkerPool:
+    """The worker pool of ``backend`` (``"serial"``, ``"process"`` or ``"ray"``)."""
+    if backend not in BACKENDS:
+        raise choice_error("backend", backend, BACKENDS)
+    if ray_address is not None and backend != "ray":
+        raise InvalidConfigError(f"ray_address={ray_address!r} needs backend='ray'")
+    if backend == "serial":
+        if workers != 1:
+            raise InvalidConfigError(
+                f"workers={workers!r}: the serial backend runs one job at a time; use "
+                "backend='process' or 'ray' for more workers"
+            )
+        return SerialPool(initializer, args)
+    if backend == "process":
+        return ProcessPool(initializer, args, workers=workers)
+    return RayPool(initializer, args, workers=workers, address=ray_address)
+
+
+def _run_episode(collector: SerialCollector, job: tuple[int, np.ndarray, bool]) -> Episode:
+    seed, action, keep_curves = job
+    return collector.run(action[None], [seed], keep_curves=keep_curves)[0]
+
+
+def _action_space(collector: SerialCollector, _: Any) -> gym.spaces.Box:
+    return collector.action_space
+
+
+class _PoolCollector(Collector):
+    """A collector whose workers each hold a :class:`SerialCollector` of the env."""
+
+    _pool: WorkerPool
+
+    def run(
+        self,
+        actions: np.ndarray,
+        seeds: Sequence[int],
+        *,
+        keep_curves: bool = False,
+        progress: Progress | None = None,
+    ) -> list[Episode]:
+        batch = _check_batch(actions, seeds, self.action_space)
+        jobs = [(int(s), a, keep_curves) for s, a in zip(seeds, batch, strict=True)]
+        labels = [f"the episode with reset(seed={int(s)})" for s in seeds]
+        done = None if progress is None else (lambda k, result: progress(1))
+        return self._pool.map(_run_episode, jobs, labels=labels, on_result=done)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class ProcessCollector(_PoolCollector):
+    """Runs episodes in ``workers`` processes, each dealt the next episode as soon as it is free.
+
+    Every worker builds its env once (one torch thread, Ctrl-C left to this process) and then
+    runs ``reset(seed)`` + ``step(action)`` for each episode it is dealt. Episodes of unequal
+    length (tasks differ in steps, runs diverge) never leave a worker waiting for another;
+    results come back in the order of the seeds.
+
+    A worker that dies (killed, out of memory) or an episode that raises ends :meth:`run` with
+    a :class:`CollectorError` naming the episode's seed; the collector is then closed.
+
+    Args:
+        env_id, env_kwargs: the env every worker builds.
+        workers: number of worker processes.
+
+    Raises:
+        CollectorError: a worker could not build the env (the worker's error is its cause).
+    """
+
+    def __init__(
+        self, env_id: str, env_kwargs: Mapping[str, Any] | None = None, *, workers: int = 2
+    ) -> None:
+        self._pool = pool = ProcessPool(
+            SerialCollector,
+            (env_id, dict(env_kwargs or {})),
+            workers=workers,
+            setup="building the env",
+        )
+        try:
+            self.action_space = _box(pool.map(_action_space, [None])[0])
+        except BaseException:
+            pool.close()
+            raise
+
+    @property
+    def pids(self) -> list[int | None]:
+        """The worker processes' ids, in worker order."""
+        assert isinstance(self._pool, ProcessPool)
+        return self._pool.pids
+
+
+class RayCollector(_PoolCollector):
     """Runs the episodes on ``workers`` Ray actors (one CPU each).
 
     Args:
@@ -385,62 +632,11 @@ class RayCollector(Collector):
         workers: int = 2,
         address: str | None = None,
     ) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise LrgymError(
-                'the ray backend needs Ray: pip install "lrgym[ray]" (or pick --backend process)'
-            ) from None
-        if int(workers) != workers or workers < 1:
-            raise InvalidConfigError(f"workers={workers!r} must be a positive integer")
-        self._ray = ray
-        self._owns_ray = not ray.is_initialized()
-        if self._owns_ray:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
         kwargs = dict(env_kwargs or {})
-        remote = ray.remote(num_cpus=1)(_RayWorker)
-        self.actors: list[Any] = [remote.remote(env_id, kwargs) for _ in range(int(workers))]
-        probe = gym.make(env_id, **kwargs)
-        self.action_space = _box(probe.action_space)
-        probe.close()
-
-    def run(
-        self,
-        actions: np.ndarray,
-        seeds: Sequence[int],
-        *,
-        keep_curves: bool = False,
-        progress: Progress | None = None,
-    ) -> list[Episode]:
-        batch = _check_batch(actions, seeds, self.action_space)
-        ray = self._ray
-        pending: dict[Any, int] = {}
-        results: list[Episode | None] = [None] * len(seeds)
-        free = list(self.actors)
-        busy: dict[Any, Any] = {}
-        queue = list(range(len(seeds)))
-        while queue or pending:
-            while queue and free:
-                j = queue.pop(0)
-                actor = free.pop(0)
-                ref = actor.run.remote(int(seeds[j]), batch[j], keep_curves)
-                pending[ref] = j
-                busy[ref] = actor
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                results[pending.pop(ref)] = ray.get(ref)
-                free.append(busy.pop(ref))
-                if progress is not None:
-                    progress(1)
-        assert all(r is not None for r in results)
-        return [r for r in results if r is not None]
-
-    def close(self) -> None:
-        for actor in self.actors:
-            self._ray.kill(actor)
-        self.actors = []
-        if self._owns_ray:
-            self._ray.shutdown()
+        self._pool = pool = RayPool(
+            SerialCollector, (env_id, kwargs), workers=workers, address=address
+        )
+        self.action_space = _box(pool.map(_action_space, [None])[0])
 
 
 def make_collector(

@@ -56,7 +56,21 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Nam
     run.add_argument("--data-root", default=None, help="dataset root (see the README)")
     run.add_argument("--json", action="store_true", help="print one JSON object per episode")
 
-    handlers: dict[str, Callable[[argparse.Namespace], int]] = {"run": _run}
+    board = sub.add_parser(
+        "leaderboard", help="write leaderboard.md (and figures) from a benchmark's results.csv"
+    )
+    board.add_argument("csv", help="the results.csv that `lrgym benchmark` wrote")
+    board.add_argument(
+        "--out", default=None, help="where to write the leaderboard (default: beside the CSV)"
+    )
+    board.add_argument(
+        "--figures", action="store_true", help="also write the PNG figures beside the CSV"
+    )
+
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": _run,
+        "leaderboard": _leaderboard,
+    }
     for entry in entry_points(group="lrgym.commands"):
         handlers.update(entry.load()(sub))
     return parser, handlers
@@ -142,6 +156,18 @@ def _run(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"mean reward {np.mean(rewards):.4f} over {args.episodes} episodes")
     env.close()
+    return 0
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from lrgym.leaderboard import write_leaderboard
+
+    print(f"leaderboard: {write_leaderboard(args.csv, args.out)}")
+    if args.figures:
+        from lrgym.figures import write_figures
+
+        for path in write_figures(args.csv):
+            print(f"figure: {path}")
     return 0
 
 

@@ -28,11 +28,13 @@ class DatasetNotFoundError(LrgymError, FileNotFoundError):
     Attributes:
         dataset: the dataset's name.
         searched: every directory that was searched, in order.
+        reason: why no download filled the gap.
     """
 
     def __init__(self, dataset: str, searched: Sequence[Path], reason: str) -> None:
         self.dataset = dataset
         self.searched = tuple(searched)
+        self.reason = reason
         paths = "\n".join(f"  - {p}" for p in self.searched)
         super().__init__(
             f"{dataset} data not found. Searched:\n{paths}\n{reason}\n"

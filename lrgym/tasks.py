@@ -40,9 +40,9 @@ from torch import nn
 
 from lrgym.data import DATASETS
 from lrgym.errors import InvalidConfigError, choice_error
+from lrgym.optimizers import OPTIMIZERS
 
 ARCHITECTURES = ("cnn", "lenet", "cifar-quick", "mlp")
-OPTIMIZERS = ("sgd", "rmsprop", "adam")
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 """Choices of ``memory_format``: ``"auto"`` takes :data:`FASTEST_MEMORY_FORMAT`."""
 
@@ -89,7 +89,8 @@ class Task:
         steps: number of optimiser steps.
         batch_size: examples per mini-batch.
         eta0: the initial learning rate, used until features exist.
-        optimizer: one of :data:`OPTIMIZERS`.
+        optimizer: one of :data:`lrgym.optimizers.ALL_OPTIMIZERS` (families sample the task
+            optimisers :data:`lrgym.optimizers.OPTIMIZERS`; the optimiser baselines replace them).
         momentum: SGD momentum (ignored by the other optimisers).
         seed: seeds the weight init, the data subset and the batch order.
     """
@@ -126,7 +127,7 @@ class TaskFamily:
         steps: range of the number of optimiser steps (uniform integer).
         batch_size: range of the batch size (uniform integer).
         lr: range of eta_0 (log-uniform).
-        optimizer: one of :data:`OPTIMIZERS`.
+        optimizer: one of :data:`lrgym.optimizers.OPTIMIZERS`.
         momentum: SGD momentum in ``[0, 1)``.
     """
 
@@ -340,12 +341,3 @@ def choose_memory_format(
     if choice == "auto":
         choice = FASTEST_MEMORY_FORMAT.get((torch.device(device).type, architecture), "contiguous")
     return torch.channels_last if choice == "channels_last" else torch.contiguous_format
-
-
-def make_optimizer(task: Task, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """The task's inner optimiser from ``torch.optim`` with ``lr=eta0`` (torch's other defaults)."""
-    if task.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=task.eta0, momentum=task.momentum)
-    if task.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=task.eta0)
-    return torch.optim.Adam(params, lr=task.eta0)

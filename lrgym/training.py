@@ -4,12 +4,15 @@
 :class:`TrainingRun` is the same loop one step at a time, for callers that drive it themselves
 (the environments measure the starting features with it).
 
-Per step ``t = 1..T``: the controller picks ``eta_t`` from ``phi_hat_{t-1}`` (``None`` at
-``t = 1``, where controllers use eta_0), every parameter group gets ``lr = eta_t``, one mini-batch
-is drawn, forward, backward, the optimiser steps, and the features of that step's update are
-folded into ``phi_hat_t``. The training loss ``E`` is measured on a fixed evaluation sample of
-the task's training subset at ``eval_points`` evenly spaced steps, the first before training.
-A non-finite loss ends the run with ``diverged=True``.
+Per step ``t = 1..T``: one mini-batch is drawn, forward, backward; the controller picks
+``eta_t`` from ``phi_hat_{t-1}`` (``None`` at ``t = 1``, where controllers use eta_0) and the
+step's loss (and, for controllers that ask, its hypergradient), every parameter group gets
+``lr = eta_t``, the optimiser steps, and the features of that step's update are folded into
+``phi_hat_t``. The learning-rate trace records the step size the optimiser applied: ``eta_t``,
+or for optimisers that adapt it themselves their own (:func:`lrgym.optimizers.applied_lr`).
+The training loss ``E`` is measured on a fixed evaluation sample of the task's training subset
+at ``eval_points`` evenly spaced steps, the first before training. A non-finite loss ends the
+run with ``diverged=True``.
 """
 
 from __future__ import annotations
@@ -35,18 +38,22 @@ from lrgym.features import (
     log_variance,
     per_example_losses,
 )
-from lrgym.tasks import Task, build_model, choose_memory_format, make_optimizer
+from lrgym.optimizers import applied_lr, evaluation_mode, make_optimizer
+from lrgym.tasks import Task, build_model, choose_memory_format
 
 _CHUNK = 1000  # examples per forward pass when evaluating
 
 
 @dataclass(frozen=True)
 class StepOutcome:
-    """One step's loss and raw features (``phi1`` is NaN on steps that skip it)."""
+    """One step's loss, raw features (``phi1`` is NaN on steps that skip it) and the step size
+    the optimiser applied (its ``lr``, or what an adaptive optimiser made of it, see
+    :func:`lrgym.optimizers.applied_lr`)."""
 
     loss: float
     phi1: float
     phi2: float
+    lr: float
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,7 +63,8 @@ class Curves:
 
     Attributes:
         losses: mini-batch loss of each completed step, ``(n,)`` float64.
-        learning_rates: learning rate of each completed step, ``(n,)``.
+        learning_rates: step size the optimiser applied at each completed step, ``(n,)`` (the
+            controller's eta_t, or an adaptive optimiser's own, see :class:`StepOutcome`).
         features: ``phi_hat`` after each completed step, ``(n, 5)``.
         raw_features: ``(phi1, phi2)`` of each completed step, ``(n, 2)``.
         eval_steps: the steps after which ``E`` was measured (0 = before training), ``(S,)``.
@@ -162,6 +170,16 @@ class TrainingRun:
         self._regression = ShareRegression()  # "dense"/"last": fitted at the exact steps
         self._held = 0.0  # "hold": phi1_s - 2 log eta_s
         self._sgd_direction = _sgd_direction(self.optimizer) if not self.probe.uncovered else None
+        group = self.optimizer.param_groups[0]
+        self._momentum_buffers = _sgd_direction(self.optimizer) is not None and bool(
+            group.get("momentum")
+        )
+        self.track_direction = False
+        """Remember each update's direction, for :meth:`hypergradient` (set by the loop for
+        controllers that need it; not needed with torch SGD with momentum)."""
+        self._direction_before: list[torch.Tensor] = []
+        self._previous_direction: list[torch.Tensor] | None = None
+        self._lr = task.eta0
         self.steps_done = 0
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,10 +199,14 @@ class TrainingRun:
         return inputs.contiguous(memory_format=self.memory_format)
 
     @torch.enable_grad()  # also when the caller (an RL library's rollout) disabled gradients
-    def step(self, lr: float) -> StepOutcome:
-        """Take one optimiser step at learning rate ``lr`` and update the features."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+    def step(self, lr: float | Callable[[float], float]) -> StepOutcome:
+        """Take one optimiser step and update the features.
+
+        Args:
+            lr: the learning rate, or a function of the step's mini-batch loss that returns
+                it, called after the backward pass and before the update (where a controller
+                that reads this step's gradient, :meth:`hypergradient`, must decide).
+        """
         inputs, targets = self._batch()
         exact = self.steps_done % self.config.every == 0
         record = exact or self.config.estimate != "hold"
@@ -196,21 +218,34 @@ class TrainingRun:
         loss = F.cross_entropy(logits, targets)  # the mean of the losses, as one fused op
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        loss_value = float(loss.detach())
+        if callable(lr):
+            lr = lr(loss_value) if math.isfinite(loss_value) else self._lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self._lr = lr
+        applied = applied_lr(self.optimizer)
+        step_size = lr if applied is None else applied  # dw = -step_size * d
         direction = record and lr > 0 and self._sgd_direction is not None
         if direction or not record:
             tracked: list[int] = []  # dw is read from the optimiser, or not needed
         else:
             tracked = self._all_params if exact else self._estimated_params
         before = [self._params[i].detach().clone() for i in tracked]
+        if self.track_direction:
+            self._remember_direction_before()
         self.optimizer.step()
         self.steps_done += 1
-        loss_value = float(loss.detach())
+        if self.track_direction:
+            self._remember_direction_after(step_size)
         if not math.isfinite(loss_value):
             probe.clear()
-            return StepOutcome(loss_value, math.nan, math.nan)
-        log_lr2 = 2.0 * math.log(lr) if lr > 0 else -math.inf
+            return StepOutcome(loss_value, math.nan, math.nan, step_size)
+        log_lr2 = 2.0 * math.log(step_size) if step_size > 0 else -math.inf
         if record:
-            phi1 = self._phi1_from_records(inputs, targets, before, tracked, direction, exact, lr)
+            phi1 = self._phi1_from_records(
+                inputs, targets, before, tracked, direction, exact, step_size
+            )
             if direction:  # measured along d, and dw = -lr d
                 phi1 += log_lr2
             if exact:
@@ -222,7 +257,43 @@ class TrainingRun:
             self.smoother.update(0, phi1)
         phi2 = log_variance(per_example_losses(logits.detach(), targets))
         self.smoother.update(1, phi2)
-        return StepOutcome(loss_value, phi1, phi2)
+        return StepOutcome(loss_value, phi1, phi2, step_size)
+
+    def hypergradient(self) -> float:
+        """``g_t . u_{t-1}`` between this step's backward pass and its update: the gradient
+        dotted with the previous update's direction (``dw_{t-1} = -eta_{t-1} u_{t-1}``; for
+        torch SGD with momentum the momentum buffer, otherwise the remembered step, which needs
+        :attr:`track_direction`). ``0`` before any update."""
+        params = self._params
+        if self._momentum_buffers:
+            state = self.optimizer.state
+            pairs = [(p.grad, state[p].get("momentum_buffer")) for p in params if p in state]
+        else:
+            if not self.track_direction:
+                raise InvalidConfigError(
+                    "hypergradient() needs track_direction=True for this optimiser"
+                )
+            previous: list[torch.Tensor | None] = [None] * len(params)
+            if self._previous_direction is not None:
+                previous = list(self._previous_direction)
+            pairs = list(zip((p.grad for p in params), previous, strict=True))
+        total = 0.0
+        for grad, direction in pairs:
+            if grad is not None and direction is not None:
+                total += float(torch.dot(grad.reshape(-1), direction.reshape(-1)))
+        return total
+
+    def _remember_direction_before(self) -> None:
+        if self._momentum_buffers:
+            return
+        self._direction_before = [p.detach().clone() for p in self._params]
+
+    def _remember_direction_after(self, step_size: float) -> None:
+        if self._momentum_buffers or step_size <= 0:
+            return
+        after = [p.detach() for p in self._params]
+        dw = torch._foreach_sub(after, self._direction_before)
+        self._previous_direction = list(torch._foreach_div(dw, -step_size))
 
     def _phi1_from_records(
         self,
@@ -301,11 +372,12 @@ class TrainingRun:
     @torch.no_grad()
     def _mean_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         total, correct = 0.0, 0
-        for start in range(0, x.shape[0], _CHUNK):
-            logits = self.model(self._inputs(x[start : start + _CHUNK]))
-            target = y[start : start + _CHUNK].to(self.device)
-            total += float(per_example_losses(logits, target).sum())
-            correct += int((logits.argmax(1) == target).sum())
+        with evaluation_mode(self.optimizer):  # schedule-free: at the averaged weights
+            for start in range(0, x.shape[0], _CHUNK):
+                logits = self.model(self._inputs(x[start : start + _CHUNK]))
+                target = y[start : start + _CHUNK].to(self.device)
+                total += float(per_example_losses(logits, target).sum())
+                correct += int((logits.argmax(1) == target).sum())
         return total / x.shape[0], correct / x.shape[0]
 
     def evaluate_train(self) -> float:
@@ -390,20 +462,29 @@ def train(
     phi_hat: list[np.ndarray] = []
     raw: list[tuple[float, float]] = []
     controller.reset(task.eta0)
+    hypergradient = bool(getattr(controller, "needs_hypergradient", False))
+    run.track_direction = hypergradient
     lr, diverged = task.eta0, not math.isfinite(measured[0])
     for t in range(1, task.steps + 1):
         if diverged:
             break
-        state = ControlState(t, phi_hat[-1] if phi_hat else None, lr, task.eta0, task.steps)
-        lr = float(controller.learning_rate(state))
-        if not (0.0 < lr < math.inf):
-            raise InvalidConfigError(
-                f"{type(controller).__name__} returned lr={lr!r} at step {t}; "
-                "a learning rate must be a positive finite number"
-            )
-        outcome = run.step(lr)
+        previous = phi_hat[-1] if phi_hat else None
+
+        def choose(loss: float, t: int = t, previous: np.ndarray | None = previous) -> float:
+            nonlocal lr
+            h = run.hypergradient() if hypergradient else None
+            state = ControlState(t, previous, lr, task.eta0, task.steps, loss, h)
+            lr = float(controller.learning_rate(state))
+            if not (0.0 < lr < math.inf):
+                raise InvalidConfigError(
+                    f"{type(controller).__name__} returned lr={lr!r} at step {t}; "
+                    "a learning rate must be a positive finite number"
+                )
+            return lr
+
+        outcome = run.step(choose)
         losses.append(outcome.loss)
-        rates.append(lr)
+        rates.append(outcome.lr)
         raw.append((outcome.phi1, outcome.phi2))
         phi_hat.append(run.smoother.vector())
         diverged = not math.isfinite(outcome.loss)

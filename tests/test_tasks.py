@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from lrgym.errors import InvalidConfigError
+from lrgym.optimizers import make_optimizer
 from lrgym.tasks import (
     Task,
     TaskFamily,
     WholeInputConv2d,
     build_model,
     choose_memory_format,
-    make_optimizer,
 )
 
 

@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from lrgym.controllers import DEFAULT_LR_BOUNDS, LogLinearController
+from lrgym.controllers import DEFAULT_LR_BOUNDS, Controller, LogLinearController
 from lrgym.data import load_dataset
 from lrgym.errors import InvalidActionError, InvalidConfigError, choice_error
 from lrgym.features import FEATURE_NAMES, FeatureConfig
@@ -261,27 +261,52 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
         clipped = np.clip(normalised, -1.0, 1.0)
         theta = self.action_to_theta(clipped)
         controller = LogLinearController(theta, relative=self.relative, lr_bounds=self.lr_bounds)
-        result = train(
-            self._task,
+        result = self.run_controller(controller, self._task)
+        self._task, self.last_result = None, result
+        reward = self.reward_of(result)
+        final = result.curves.features[-1] if result.steps_completed else np.full(5, np.nan)
+        obs = self._observation(final) if np.all(np.isfinite(final)) else self._start_obs.copy()
+        info = _info(result, theta, bool(np.any(clipped != normalised)), reward)
+        return obs, reward, True, False, info
+
+    @property
+    def task(self) -> Task | None:
+        """The task the last ``reset`` drew (``None`` once ``step`` has run it)."""
+        return self._task
+
+    def run_controller(
+        self, controller: Controller, task: Task, *, features: FeatureConfig | None = None
+    ) -> TrainingResult:
+        """Train ``task`` with any lrgym controller under this env's settings (data, features,
+        evaluation points and sample, test set, device, memory format): what :meth:`step` does
+        with the log-linear controller of its action. It leaves the episode as it is.
+
+        Args:
+            controller: sets the learning rate every step.
+            task: the task, e.g. :attr:`task` after ``reset(seed=...)`` or a variant of it
+                (``dataclasses.replace(task, eta0=...)``).
+            features: a feature configuration instead of the env's.
+        """
+        return train(
+            task,
             controller,
             self._data,
-            features=self.features,
+            features=features or self.features,
             eval_points=self.eval_points,
             eval_size=self.eval_size,
             test_size=self.test_size,
             device=self.device,
             memory_format=self.memory_format,
         )
-        self._task, self.last_result = None, result
-        reward = log_loss_decrease(
+
+    def reward_of(self, result: TrainingResult) -> float:
+        """The paper's reward of a run: ``(log E_1 - log E_S) / (S - 1)``, the divergence
+        penalty for a diverged run, every other reward floored at it."""
+        return log_loss_decrease(
             result.curves.eval_losses.tolist(),
             diverged=result.diverged,
             penalty=self.divergence_penalty,
         )
-        final = result.curves.features[-1] if result.steps_completed else np.full(5, np.nan)
-        obs = self._observation(final) if np.all(np.isfinite(final)) else self._start_obs.copy()
-        info = _info(result, theta, bool(np.any(clipped != normalised)), reward)
-        return obs, reward, True, False, info
 
     def render(self) -> np.ndarray | None:
         """An RGB image ``(H, W, 3)`` uint8 of the last run's loss and learning-rate curves."""

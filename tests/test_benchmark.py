@@ -1,0 +1,198 @@
+"""``lrgym benchmark``: suites, the plan, results.csv, resume and the leaderboard."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import lrgym
+from agents.benchmark import plan, run_benchmark
+from agents.collect import episode_seeds
+from lrgym.baselines import BASELINES, LR_GRID
+from lrgym.cli import main
+from lrgym.controller_file import SavedController, save_controller
+from lrgym.errors import DatasetNotFoundError, InvalidConfigError
+from lrgym.leaderboard import RESULT_COLUMNS, read_results
+from lrgym.suites import SUITE_SEED_BASE, SUITES, get_suite
+
+ISSUE_COLUMNS = [
+    "controller",
+    "suite",
+    "suite_version",
+    "task_seed",
+    "eta0",
+    "final_train_loss",
+    "reward",
+    "test_loss",
+    "test_accuracy",
+    "diverged",
+    "steps",
+    "wall_time",
+    "lrgym_version",
+]
+THETA = [0.05, -0.05, 0.0, 0.0, -4.0]
+
+
+def controller_file(folder: Path, name: str = "learned") -> Path:
+    saved = SavedController(
+        theta=tuple(THETA),
+        theta_cov=tuple(tuple(0.01 * (i == j) for j in range(5)) for i in range(5)),
+        env_id="StepSizeControl-Toy-v0",
+        env_kwargs={},
+    )
+    return save_controller(saved, folder / f"{name}.json")
+
+
+def without_wall_time(path: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "wall_time"} for r in read_results(path)]
+
+
+def test_suites_are_json_and_their_seeds_are_never_drawn_in_training() -> None:
+    for name, suite in SUITES.items():
+        assert get_suite(name) is suite
+        assert json.loads(json.dumps(suite.to_dict())) == suite.to_dict()
+        assert len(set(suite.task_seeds)) == len(suite.task_seeds) > 0
+        assert min(suite.task_seeds) >= SUITE_SEED_BASE
+        gym.spec(suite.env_id)  # registered
+    # training seeds are 32-bit by construction (many runs, iterations, batches)
+    drawn = [s for seed in range(20) for it in range(50) for s in episode_seeds(seed, it, 64)]
+    assert max(drawn) < SUITE_SEED_BASE <= min(min(s.task_seeds) for s in SUITES.values())
+    assert {"digits", "mnist-family", "mnist-full", "mnist-mlp", "mnist-rmsprop"} <= set(SUITES)
+    assert {"fashion-mnist", "cifar10-quick"} <= set(SUITES)
+    full = SUITES["mnist-full"].env_kwargs
+    assert full["architecture"] == "lenet" and full["steps"] == [2000, 2000]
+
+
+def test_unknown_suite_or_baseline_lists_the_allowed_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(InvalidConfigError, match=r"'digits'.*'mnist-family'"):
+        get_suite("imagenet")
+    assert main(["benchmark", "--suite", "imagenet", "--out", str(tmp_path / "a")]) == 2
+    assert "'mnist-full'" in capsys.readouterr().err
+    code = main(["benchmark", "--suite", "toy", "--baselines", "adam,lion", "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "'lion'" in err and "'prodigy'" in err and "'plateau'" in err
+
+
+def test_plan_runs_the_grid_the_baselines_the_variants_and_the_sweep() -> None:
+    suite = get_suite("toy")
+    jobs = plan(suite, controllers=[("mine", "x.json")], tasks=2, perturb=0.2)
+    per_task = len(LR_GRID) + (len(BASELINES) - 1) + 1 + 2 + 10
+    assert len(jobs) == 2 * per_task
+    assert len({j.key for j in jobs}) == len(jobs)
+    names = {j.controller for j in jobs}
+    assert {"mine [every 10, dense]", "mine [every 10, hold]", "mine [theta4 -20%]"} <= names
+    optimizers = [j for j in jobs if j.kind == "optimizer"]
+    assert optimizers and all(j.eta0_source == "fixed" for j in optimizers)
+    swept = plan(suite, controllers=[("mine", "x.json")], tasks=2, eta0_sweep=True, perturb=0)
+    grid = [j for j in swept if j.eta0_source == "grid" and j.kind != "constant"]
+    assert len(grid) == 2 * len(LR_GRID) * (1 + 6)  # the controller + 6 eta0 baselines
+    with pytest.raises(InvalidConfigError, match=r"1 \.\. 20"):
+        plan(suite, tasks=21)
+
+
+def test_a_benchmark_writes_the_documented_csv_leaderboard_and_figures(tmp_path: Path) -> None:
+    learned = controller_file(tmp_path)
+    out = tmp_path / "out"
+    csv_path = run_benchmark(
+        "toy",
+        out,
+        controllers=[f"mine={learned}"],
+        baselines="constant,cosine,hypergradient,adam",
+        tasks=2,
+        eta0_sweep=True,
+        progress=False,
+    )
+    with csv_path.open() as fh:
+        header = next(csv.reader(fh))
+    assert tuple(header) == RESULT_COLUMNS and set(ISSUE_COLUMNS) <= set(header)
+    rows = read_results(csv_path)
+    suite = get_suite("toy")
+    for index in range(2):
+        constants = [r for r in rows if r["kind"] == "constant" and r["task_index"] == index]
+        assert sorted(r["eta0"] for r in constants) == list(LR_GRID)
+        (oracle,) = [r for r in rows if r["kind"] == "oracle" and r["task_index"] == index]
+        assert oracle["final_train_loss"] == min(r["final_train_loss"] for r in constants)
+        assert {r["task_seed"] for r in rows if r["task_index"] == index} == {
+            suite.task_seeds[index]
+        }
+    for row in rows:
+        if row["curves"]:
+            with np.load(out / row["curves"], allow_pickle=False) as curves:
+                assert curves["losses"].shape == (row["steps_completed"],)
+    # the learned row is exactly the env's episode of the same theta on the same task
+    env = gym.make("StepSizeControl-Toy-v0")
+    env.reset(seed=suite.task_seeds[1])
+    _, reward, *_, info = env.step(env.unwrapped.theta_to_action(THETA))
+    (mine,) = [
+        r
+        for r in rows
+        if r["controller"] == "mine" and r["task_index"] == 1 and r["eta0_source"] == "task"
+    ]
+    assert mine["reward"] == reward and mine["final_train_loss"] == info["final_train_loss"]
+    assert mine["eta0"] == info["task"]["eta0"] and mine["lrgym_version"] == lrgym.__version__
+    # the leaderboard comes from the CSV alone, byte for byte
+    written = (out / "leaderboard.md").read_bytes()
+    assert main(["leaderboard", str(csv_path), "--out", str(tmp_path / "again.md")]) == 0
+    assert (tmp_path / "again.md").read_bytes() == written
+    assert b"| mine |" in written and b"Sensitivity to eta0" in written
+    for figure in ("sensitivity", "loss_curves", "lr_trajectories", "perturbation"):
+        assert (out / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_existing_benchmark_needs_resume_and_the_same_settings(tmp_path: Path) -> None:
+    run_benchmark("toy", tmp_path, baselines="step", tasks=1, progress=False, figures=False)
+    with pytest.raises(InvalidConfigError, match="--resume"):
+        run_benchmark("toy", tmp_path, baselines="step", tasks=1, progress=False)
+    with pytest.raises(InvalidConfigError, match="tasks"):
+        run_benchmark("toy", tmp_path, baselines="step", tasks=2, resume=True, progress=False)
+    before = (tmp_path / "results.csv").read_bytes()
+    run_benchmark("toy", tmp_path, baselines="step", tasks=1, resume=True, progress=False)
+    assert (tmp_path / "results.csv").read_bytes() == before  # nothing ran again
+
+
+def test_a_suite_without_its_data_says_where_to_put_it(tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFoundError) as error:
+        run_benchmark("cifar10-quick", tmp_path / "out", data_root=str(tmp_path), progress=False)
+    message = str(error.value)
+    assert str(tmp_path / "cifar-10-batches-py") in message and "cifar10-quick" in message
+    assert "Fix:" in message and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_benchmark_resumes_without_repeating_a_row(tmp_path: Path) -> None:
+    args = ["--suite", "digits", "--tasks", "1", "--baselines", "constant,step", "--no-figures"]
+    command = [sys.executable, "-m", "lrgym.cli", "benchmark", *args, "--no-progress"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*command, "--out", str(killed)], env=environment)
+    csv_path = killed / "results.csv"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if csv_path.exists() and len(csv_path.read_text().splitlines()) >= 4:  # 3 rows
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = read_results(csv_path)
+    assert 3 <= len(finished) < 12
+    subprocess.run([*command, "--out", str(killed), "--resume"], env=environment, check=True)
+    resumed = read_results(csv_path)
+    assert len(resumed) == 12 + 1  # the 11 constants, step and the oracle: no row twice
+    for row in finished:  # rows finished before the kill were not run again
+        assert row in resumed
+    whole = tmp_path / "whole"
+    subprocess.run([*command, "--out", str(whole)], env=environment, check=True)
+    assert without_wall_time(csv_path) == without_wall_time(whole / "results.csv")
