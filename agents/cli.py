@@ -102,7 +102,7 @@ def _backend(parser: argparse.ArgumentParser) -> None:
         choices=("serial", "process", "ray"),
         default=None,
         help="serial (default for 1 worker), process (worker processes; default for more) or "
-        "ray (ask/tell learners and evaluate)",
+        "ray (ask/tell learners, evaluate and benchmark)",
     )
     parser.add_argument("--ray-address", default=None, help="Ray cluster to join (ray backend)")
 

@@ -196,3 +196,17 @@ def test_a_killed_benchmark_resumes_without_repeating_a_row(tmp_path: Path) -> N
     whole = tmp_path / "whole"
     subprocess.run([*command, "--out", str(whole)], env=environment, check=True)
     assert without_wall_time(csv_path) == without_wall_time(whole / "results.csv")
+
+
+def test_process_workers_give_the_serial_results(tmp_path: Path) -> None:
+    options = {"baselines": "constant,plateau,prodigy", "tasks": 2, "progress": False}
+    serial = run_benchmark("toy", tmp_path / "serial", figures=False, **options)  # type: ignore[arg-type]
+    process = run_benchmark(
+        "toy",
+        tmp_path / "process",
+        backend="process",
+        workers=2,
+        figures=False,
+        **options,  # type: ignore[arg-type]
+    )
+    assert without_wall_time(serial) == without_wall_time(process)
