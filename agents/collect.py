@@ -515,6 +515,18 @@ class RayPool(WorkerPool):
             self._ray.shutdown()
 
 
+def _check_backend(backend: str, workers: int, ray_address: str | None) -> None:
+    if backend not in BACKENDS:
+        raise choice_error("backend", backend, BACKENDS)
+    if ray_address is not None and backend != "ray":
+        raise InvalidConfigError(f"ray_address={ray_address!r} needs backend='ray'")
+    if backend == "serial" and workers != 1:
+        raise InvalidConfigError(
+            f"workers={workers!r}: the serial backend runs one at a time; use "
+            "backend='process' or 'ray' for more workers"
+        )
+
+
 def make_pool(
     backend: str,
     initializer: Callable[..., Any],
@@ -524,16 +536,8 @@ def make_pool(
     ray_address: str | None = None,
 ) -> WorkerPool:
     """The worker pool of ``backend`` (``"serial"``, ``"process"`` or ``"ray"``)."""
-    if backend not in BACKENDS:
-        raise choice_error("backend", backend, BACKENDS)
-    if ray_address is not None and backend != "ray":
-        raise InvalidConfigError(f"ray_address={ray_address!r} needs backend='ray'")
+    _check_backend(backend, workers, ray_address)
     if backend == "serial":
-        if workers != 1:
-            raise InvalidConfigError(
-                f"workers={workers!r}: the serial backend runs one job at a time; use "
-                "backend='process' or 'ray' for more workers"
-            )
         return SerialPool(initializer, args)
     if backend == "process":
         return ProcessPool(initializer, args, workers=workers)
@@ -648,16 +652,8 @@ def make_collector(
     ray_address: str | None = None,
 ) -> Collector:
     """The collector of ``backend`` (``"serial"``, ``"process"`` or ``"ray"``)."""
-    if backend not in BACKENDS:
-        raise choice_error("backend", backend, BACKENDS)
-    if ray_address is not None and backend != "ray":
-        raise InvalidConfigError(f"ray_address={ray_address!r} needs backend='ray'")
+    _check_backend(backend, workers, ray_address)
     if backend == "serial":
-        if workers != 1:
-            raise InvalidConfigError(
-                f"workers={workers!r}: the serial backend runs one episode at a time; use "
-                "backend='process' or 'ray' for more workers"
-            )
         return SerialCollector(env_id, env_kwargs)
     if backend == "process":
         return ProcessCollector(env_id, env_kwargs, workers=workers)

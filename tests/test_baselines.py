@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_training import toy_task as _toy_task
 
 from lrgym.baselines import BASELINES, LR_GRID, get_baselines
 from lrgym.controllers import (
@@ -27,19 +28,7 @@ TOY = load_dataset("toy")
 
 
 def toy_task(**changes: object) -> Task:
-    base = Task(
-        dataset="toy",
-        architecture="mlp",
-        widths=(16,),
-        subset_fraction=1.0,
-        steps=60,
-        batch_size=32,
-        eta0=0.05,
-        optimizer="sgd",
-        momentum=0.9,
-        seed=3,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return _toy_task(**{"steps": 60, "momentum": 0.9, **changes})
 
 
 class Recorder(Controller):

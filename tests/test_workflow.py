@@ -180,7 +180,7 @@ def test_collectors_reject_bad_batches_and_settings() -> None:
             collector.run(bad, [1])
     with pytest.raises(InvalidConfigError, match="'serial', 'process', 'ray'"):
         make_collector("threads", TOY)
-    with pytest.raises(InvalidConfigError, match="serial backend runs one episode"):
+    with pytest.raises(InvalidConfigError, match="serial backend runs one at a time"):
         make_collector("serial", TOY, workers=2)
     with pytest.raises(InvalidConfigError, match="needs backend='ray'"):
         make_collector("process", TOY, workers=2, ray_address="127.0.0.1:1")
