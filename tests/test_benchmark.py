@@ -210,3 +210,31 @@ def test_process_workers_give_the_serial_results(tmp_path: Path) -> None:
         **options,  # type: ignore[arg-type]
     )
     assert without_wall_time(serial) == without_wall_time(process)
+
+
+@pytest.mark.slow
+def test_a_policy_controller_acts_on_each_tasks_starting_features(tmp_path: Path) -> None:
+    pytest.importorskip("stable_baselines3")
+    from agents.sb3 import train_sb3
+
+    train_sb3("ppo", "StepSizeControl-Toy-v0", tmp_path / "ppo", episodes=32, progress=False)
+    policy = tmp_path / "ppo" / "controller.json"
+    csv_path = run_benchmark(
+        "toy",
+        tmp_path / "out",
+        controllers=[f"ppo={policy}"],
+        baselines="step",
+        tasks=2,
+        perturb=0,
+        progress=False,
+        figures=False,
+    )
+    saved = lrgym.load_controller(policy)
+    env = gym.make("StepSizeControl-Toy-v0")
+    rows = [r for r in read_results(csv_path) if r["controller"] == "ppo"]
+    assert len(rows) == 2
+    for row in rows:  # the env's episode with the policy's theta for this task
+        observation, _ = env.reset(seed=row["task_seed"])
+        action = env.unwrapped.theta_to_action(saved.theta_for(observation))
+        _, reward, *_ = env.step(action)
+        assert row["reward"] == reward
