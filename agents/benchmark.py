@@ -367,13 +367,9 @@ def run_benchmark(
         if bar is not None:
             bar.update(1)
 
-    bar = (
-        progress_bar(f"benchmark {suite.name}", len(jobs), len(jobs) - len(todo))
-        if progress
-        else None
-    )
-    if bar is not None:
-        bar.unit = "run"
+    bar = None
+    if progress:
+        bar = progress_bar(f"benchmark {suite.name}", len(jobs), len(jobs) - len(todo), "run")
     try:
         if todo:
             with make_pool(

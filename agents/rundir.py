@@ -279,14 +279,15 @@ def controller_for(
     )
 
 
-def progress_bar(description: str, total: int, done: int) -> Any:
-    """A tqdm bar of episodes on stderr (a line per 30 s when stderr is a log file)."""
+def progress_bar(description: str, total: int, done: int, unit: str = "episode") -> Any:
+    """A tqdm bar of episodes (or other ``unit``) on stderr (a line per 30 s when stderr is a
+    log file)."""
     from tqdm import tqdm
 
     return tqdm(
         total=total,
         initial=done,
-        unit="episode",
+        unit=unit,
         desc=description,
         file=sys.stderr,
         dynamic_ncols=True,
