@@ -62,7 +62,8 @@ class _Styles:
         import matplotlib
 
         palette = matplotlib.colormaps["tab10"]
-        others = sorted(set(labels) - {"oracle"})
+        # plain controllers first, so that they get the solid lines; variants ("name [...]") after
+        others = sorted(set(labels) - {"oracle"}, key=lambda label: (" [" in label, label))
         self._styles: dict[str, dict[str, Any]] = {"oracle": {"color": "black", "ls": "--"}}
         for i, label in enumerate(others):
             self._styles[label] = {
@@ -210,12 +211,13 @@ def moving_average(values: np.ndarray, window: int = SMOOTHING) -> tuple[np.ndar
 
 def _curve_lines(rows: list[Row]) -> dict[str, list[Row]]:
     """The main table's lines that have curves to draw: runs from the task's eta0 or their own
-    rate, and the oracle (the constant grid's lines are left out)."""
+    rate, and the oracle (the constant grid's lines and the perturbed variants, which have a
+    figure of their own, are left out)."""
     lines: dict[str, list[Row]] = {}
     for r in rows:
         if r["kind"] == "oracle":
             lines.setdefault("oracle", []).append(r)
-        elif r["eta0_source"] in ("task", "fixed"):
+        elif r["eta0_source"] in ("task", "fixed") and r["kind"] != "perturbed":
             lines.setdefault(r["controller"], []).append(r)
     return lines
 
@@ -239,11 +241,18 @@ def _curve_figures(
     if not curves:
         return None, None
 
-    def draw(plot: Callable[[Axes, str, dict[str, np.ndarray]], None], ylabel: str) -> Figure:
+    def draw(
+        plot: Callable[[Axes, str, dict[str, np.ndarray]], None], ylabel: str, clip: bool = False
+    ) -> Figure:
         figure, axes = _new_figure(5.0 * len(tasks), 4.2, panels=len(tasks))
         for ax, key in zip(axes, tasks, strict=True):
             for label, loaded in curves.get(key, []):
                 plot(ax, label, loaded)
+            if clip:  # a diverging run shoots up by dozens of decades: stop at 3x the start
+                starts = [float(c["losses"][0]) for _, c in curves.get(key, []) if c["losses"].size]
+                finite = [x for x in starts if math.isfinite(x) and x > 0]
+                if finite:
+                    ax.set_ylim(top=3.0 * max(finite))
             ax.set(title=f"{key[0]} v{key[1]} task {key[2]}", xlabel="step")
             ax.grid(True, which="major", alpha=0.3)
         axes[0].set_ylabel(ylabel)
@@ -263,7 +272,7 @@ def _curve_figures(
         ax.plot(steps[keep], rates[keep], lw=1.0, label=label, **styles(label))
         ax.set(yscale="log")
 
-    loss_figure = draw(plot_loss, f"mini-batch loss ({SMOOTHING}-step moving average)")
+    loss_figure = draw(plot_loss, f"mini-batch loss ({SMOOTHING}-step moving average)", clip=True)
     lr_figure = draw(plot_lr, "learning rate")
     return loss_figure, lr_figure
 
