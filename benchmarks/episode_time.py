@@ -44,8 +44,8 @@ from torch import nn
 
 import lrgym  # noqa: F401 - registers the environments
 from lrgym.data import ArrayDataset, load_dataset
-from lrgym.registration import ENV_KWARGS
 from lrgym.optimizers import make_optimizer
+from lrgym.registration import ENV_KWARGS
 from lrgym.tasks import Task, TaskFamily, covers_whole_input
 from lrgym.training import TrainingRun
 
