@@ -238,3 +238,23 @@ def test_a_policy_controller_acts_on_each_tasks_starting_features(tmp_path: Path
         action = env.unwrapped.theta_to_action(saved.theta_for(observation))
         _, reward, *_ = env.step(action)
         assert row["reward"] == reward
+
+
+@pytest.mark.slow
+def test_suites_on_downloaded_data_run_where_the_files_are(fake_root: Path, tmp_path: Path) -> None:
+    csv_path = run_benchmark(
+        "fashion-mnist",
+        tmp_path,
+        baselines="adam",
+        tasks=1,
+        data_root=str(fake_root),
+        progress=False,
+    )
+    (row,) = read_results(csv_path)
+    assert row["suite"] == "fashion-mnist" and row["steps_completed"] == row["steps"] > 0
+    assert row["final_train_loss"] < row["initial_train_loss"]
+    # a CIFAR-10 quick run takes a minute on a CPU: here only its suite's tasks are built
+    suite = get_suite("cifar10-quick")
+    env = gym.make(suite.env_id, **suite.env_kwargs, data_root=str(fake_root))
+    env.reset(seed=suite.task_seeds[0])
+    assert env.unwrapped.task.architecture == "cifar-quick"
