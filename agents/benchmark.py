@@ -54,7 +54,13 @@ from lrgym.errors import DatasetNotFoundError, InvalidConfigError, LrgymError
 from lrgym.features import FeatureConfig
 from lrgym.figures import write_figures
 from lrgym.jsonfile import write_atomic
-from lrgym.leaderboard import oracle_rows, read_results, write_leaderboard, write_results
+from lrgym.leaderboard import (
+    oracle_rows,
+    read_results,
+    summary_text,
+    write_leaderboard,
+    write_results,
+)
 from lrgym.suites import Suite, get_suite
 
 FORMAT = "lrgym-benchmark"
@@ -483,5 +489,6 @@ def command(args: Any, backend: Callable[[Any], str]) -> int:
             f"--resume (out: {args.out})"
         )
         return 130
+    print(summary_text(read_results(csv_path)), end="")
     print(f"results: {csv_path}   leaderboard: {csv_path.parent / 'leaderboard.md'}")
     return 0

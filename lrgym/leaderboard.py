@@ -677,6 +677,42 @@ def leaderboard_markdown(rows: Iterable[Mapping[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def summary_text(rows: Iterable[Mapping[str, Any]]) -> str:
+    """A few plain-text lines for a terminal: every controller of the main table except the
+    single grid constants (the best of them stays) and the perturbed variants, with its
+    geometric-mean final training loss, its robustness score and, with an eta0 sweep, its
+    robustness over the grid (the constant grid's own on the line ``constant (grid)``)."""
+    table = with_oracle(rows)
+    oracle = [r for r in table if r["kind"] == "oracle"]
+    sweep = {line.label: line for line in _sweep_lines(table)}
+    if set(sweep) <= {"constant"}:  # the grid alone is no sweep
+        sweep = {}
+    main = _main_lines(table)
+    best_constant = next((line for line in main if line.kind == "constant"), None)
+    chosen = [
+        line for line in main if line.kind not in ("constant", "perturbed") or line is best_constant
+    ]
+    header = ["controller", "final train loss", "within 2x of oracle"]
+    if sweep:
+        header.append("from every eta0 of the grid")
+    body: list[list[str]] = []
+    for line in chosen:
+        cells = [line.label, _number(line.geometric_mean())]
+        cells.append(_share(robustness_score(line.rows, oracle)) if oracle else "-")
+        if sweep:
+            name = "constant" if line is best_constant else line.label
+            grid = sweep.get(name)
+            cells.append(_share(robustness_score(grid.rows, oracle)) if grid and oracle else "-")
+        body.append(cells)
+    widths = [max(len(c) for c in column) for column in zip(header, *body, strict=True)]
+    suites = sorted({f"{r['suite']} v{r['suite_version']}" for r in table})
+    tasks = len({task_key(r) for r in table})
+    lines = [f"{', '.join(suites)}: {tasks} held-out task{'s' * (tasks != 1)}"]
+    for row in (header, *body):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
 def write_leaderboard(csv_path: str | Path, out_path: str | Path | None = None) -> Path:
     """Write the leaderboard of a results CSV (:func:`leaderboard_markdown`) atomically.
 

@@ -22,7 +22,7 @@ from lrgym.baselines import BASELINES, LR_GRID
 from lrgym.cli import main
 from lrgym.controller_file import SavedController, save_controller
 from lrgym.errors import DatasetNotFoundError, InvalidConfigError
-from lrgym.leaderboard import RESULT_COLUMNS, read_results
+from lrgym.leaderboard import RESULT_COLUMNS, read_results, summary_text
 from lrgym.suites import SUITE_SEED_BASE, SUITES, get_suite
 
 ISSUE_COLUMNS = [
@@ -148,6 +148,17 @@ def test_a_benchmark_writes_the_documented_csv_leaderboard_and_figures(tmp_path:
     assert main(["leaderboard", str(csv_path), "--out", str(tmp_path / "again.md")]) == 0
     assert (tmp_path / "again.md").read_bytes() == written
     assert b"| mine |" in written and b"Sensitivity to eta0" in written
+    summary = summary_text(rows).splitlines()  # what the command prints
+    names = [line.split("  ")[0] for line in summary[2:]]
+    logs: dict[float, list[float]] = {}  # the best constant: lowest geometric-mean loss
+    for r in rows:
+        if r["kind"] == "constant":
+            loss = r["initial_train_loss"] if r["diverged"] else r["final_train_loss"]
+            logs.setdefault(r["eta0"], []).append(np.log(loss))
+    best = {"eta0": min(logs, key=lambda eta0: np.mean(logs[eta0]))}
+    assert "from every eta0 of the grid" in summary[1] and "mine" in names and "oracle" in names
+    assert [n for n in names if n.startswith("constant")] == [f"constant {best['eta0']:.0e}"]
+    assert not any("%]" in n for n in names)  # no perturbed variant
     for figure in ("sensitivity", "loss_curves", "lr_trajectories", "perturbation"):
         assert (out / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
