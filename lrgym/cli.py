@@ -2,10 +2,12 @@
 
 * ``lrgym run --env ID --episodes N`` plays N episodes of an environment with one controller
   (a fixed action, or a constant learning rate) and prints a table of the results;
-* ``lrgym train ALGORITHM ...`` and ``lrgym evaluate CONTROLLER ...`` come from the learners
-  (the ``agents`` package), found through the ``lrgym.commands`` entry point group: each entry
-  point is a function that adds its subcommands to the parser and returns their handlers. This
-  module never imports ``agents`` itself.
+* ``lrgym leaderboard CSV`` writes the leaderboard (and with ``--figures`` the figures) of a
+  benchmark's ``results.csv``;
+* ``lrgym train ALGORITHM ...``, ``lrgym evaluate CONTROLLER ...`` and ``lrgym benchmark ...``
+  come from the learners (the ``agents`` package), found through the ``lrgym.commands`` entry
+  point group: each entry point is a function that adds its subcommands to the parser and
+  returns their handlers. This module never imports ``agents`` itself.
 
 For example::
 
@@ -13,6 +15,8 @@ For example::
     lrgym train reps --env StepSizeControl-Digits-v0 --episodes 160 --samples 16 \\
         --workers 2 --seed 0 --out runs/digits
     lrgym evaluate runs/digits/controller.json --episodes 20 --seed 1000
+    lrgym benchmark --suite digits --tasks 5 --controller runs/digits/controller.json \\
+        --workers 2 --out bench/digits
 """
 
 from __future__ import annotations
