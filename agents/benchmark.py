@@ -53,7 +53,7 @@ from lrgym.controllers import LogLinearController
 from lrgym.errors import DatasetNotFoundError, InvalidConfigError, LrgymError
 from lrgym.features import FeatureConfig
 from lrgym.figures import write_figures
-from lrgym.jsonfile import write_atomic
+from lrgym.jsonfile import file_sha256, write_atomic
 from lrgym.leaderboard import (
     oracle_rows,
     read_results,
@@ -256,10 +256,6 @@ def _slug(job: Job) -> str:
     return safe + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def _sha256(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _controllers(paths: Sequence[str]) -> list[tuple[str, str]]:
     """``(name, absolute path)`` of each ``[NAME=]FILE``; names default to the file's stem."""
     named: list[tuple[str, str]] = []
@@ -342,7 +338,7 @@ def run_benchmark(
         "format": FORMAT,
         "version": VERSION,
         "suite": suite.to_dict(),
-        "controllers": [{"name": n, "path": p, "sha256": _sha256(p)} for n, p in named],
+        "controllers": [{"name": n, "path": p, "sha256": file_sha256(p)} for n, p in named],
         "baselines": [b.name for b in get_baselines(baselines)],
         "tasks": len({j.task_index for j in jobs}),
         "eta0_sweep": bool(eta0_sweep),

@@ -26,7 +26,7 @@ import signal
 import traceback
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
@@ -142,6 +142,17 @@ def _box(space: gym.Space[Any]) -> gym.spaces.Box:
     return space
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """One torch thread inside, as in every backend: results do not depend on threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class SerialCollector(Collector):
     """Runs the episodes one after another in one env of this process (one torch thread while
     it runs them)."""
@@ -160,9 +171,7 @@ class SerialCollector(Collector):
     ) -> list[Episode]:
         batch = _check_batch(actions, seeds, self.action_space)
         episodes = []
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # as in every backend: results do not depend on threads
-        try:
+        with _one_thread():
             for seed, action in zip(seeds, batch, strict=True):
                 self.env.reset(seed=int(seed))
                 _, _, terminated, _, info = self.env.step(action)
@@ -171,8 +180,6 @@ class SerialCollector(Collector):
                 episodes.append(_episode(seed, info, keep_curves))
                 if progress is not None:
                     progress(1)
-        finally:
-            torch.set_num_threads(threads)
         return episodes
 
     def close(self) -> None:
@@ -236,16 +243,12 @@ class SerialPool(WorkerPool):
         labels: Sequence[str] | None = None,
         on_result: Callable[[int, Any], None] | None = None,
     ) -> list[Any]:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # as in every backend: results do not depend on threads
         results = []
-        try:
+        with _one_thread():
             for k, job in enumerate(jobs):
                 results.append(function(self.state, job))
                 if on_result is not None:
                     on_result(k, results[-1])
-        finally:
-            torch.set_num_threads(threads)
         return results
 
     def close(self) -> None:

@@ -28,7 +28,6 @@ Model files and replay buffers are **pickles**: resume and evaluate only runs yo
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -50,6 +49,7 @@ from agents.rundir import (
 )
 from lrgym.controller_file import import_policy_library, save_controller
 from lrgym.errors import InvalidConfigError
+from lrgym.jsonfile import file_sha256
 
 SB3_LEARNERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "ppo": (
@@ -194,10 +194,6 @@ def _build(
     )
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def train_sb3(
     algorithm: str,
     env_id: str,
@@ -267,14 +263,17 @@ def train_sb3(
             model.save(str(temporary))
             _fsync(temporary)
             os.replace(temporary, path)
-            saved_state = {"model": str(path.relative_to(directory.path)), "sha256": _sha256(path)}
+            saved_state = {
+                "model": str(path.relative_to(directory.path)),
+                "sha256": file_sha256(path),
+            }
             if hasattr(model, "replay_buffer") and model.replay_buffer is not None:
                 buffer = models / f"replay-{episodes_done:06d}.pkl"
                 model.save_replay_buffer(str(temporary.with_suffix(".pkl")))
                 _fsync(temporary.with_suffix(".pkl"))
                 os.replace(temporary.with_suffix(".pkl"), buffer)
                 saved_state["replay_buffer"] = str(buffer.relative_to(directory.path))
-                saved_state["replay_sha256"] = _sha256(buffer)
+                saved_state["replay_sha256"] = file_sha256(buffer)
             source = {"algorithm": algorithm, "episodes": episodes_done, "seed": spec["seed"]}
             policy = {"library": library, "algorithm": class_name, "model": saved_state["model"]}
             policy["sha256"] = saved_state["sha256"]
@@ -315,7 +314,7 @@ def _load(
     module: Any, class_name: str, root: Path, state: Mapping[str, Any], venv: Any, tb: str | None
 ) -> Any:
     model_path = root / state["model"]
-    if not model_path.exists() or _sha256(model_path) != state["sha256"]:
+    if not model_path.exists() or file_sha256(model_path) != state["sha256"]:
         raise CheckpointError(
             f"the checkpoint's model {str(model_path)!r} is missing or altered; it was not "
             "loaded. Restore it, or start a new run in another --out directory."
@@ -324,7 +323,7 @@ def _load(
     model = getattr(module, class_name).load(str(model_path), env=venv, tensorboard_log=tb, **extra)
     if "replay_buffer" in state:
         buffer = root / state["replay_buffer"]
-        if not buffer.exists() or _sha256(buffer) != state["replay_sha256"]:
+        if not buffer.exists() or file_sha256(buffer) != state["replay_sha256"]:
             raise CheckpointError(
                 f"the checkpoint's replay buffer {str(buffer)!r} is missing or altered; it was "
                 "not loaded"

@@ -21,7 +21,6 @@ so only load policy controller files you trust (log-linear files are plain JSON)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -35,7 +34,7 @@ import numpy as np
 
 from lrgym.controllers import DEFAULT_LR_BOUNDS, LogLinearController
 from lrgym.errors import LrgymError
-from lrgym.jsonfile import read_document, write_atomic
+from lrgym.jsonfile import file_sha256, read_document, write_atomic
 
 FORMAT = "lrgym-controller"
 VERSION = 2
@@ -136,7 +135,7 @@ class SavedController:
         if not model_path.is_absolute() and self.path is not None:
             model_path = self.path.parent / model_path
         try:
-            digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+            digest = file_sha256(model_path)
         except FileNotFoundError:
             raise ControllerFileError(
                 f"the policy model {str(model_path)!r} this controller file references is "

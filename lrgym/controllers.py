@@ -153,10 +153,10 @@ class ScheduleController(Controller):
     ) -> None:
         if kind not in SCHEDULES:
             raise choice_error("kind", kind, SCHEDULES)
-        low = 0.0 if "cosine" in kind else math.ulp(0.0)
-        if not low <= decay <= 1.0:
+        cosine = kind in ("cosine", "warmup-cosine")  # these may anneal to 0
+        if not (0.0 <= decay <= 1.0 and (decay > 0.0 or cosine)):
             raise InvalidConfigError(
-                f"decay={decay!r} must lie in {'[0' if low == 0 else '(0'}, 1] for {kind!r}"
+                f"decay={decay!r} must lie in {'[0' if cosine else '(0'}, 1] for {kind!r}"
             )
         if every < 1:
             raise InvalidConfigError(f"every={every!r} must be >= 1")

@@ -8,12 +8,18 @@ gets the same clear error everywhere.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from lrgym.errors import LrgymError
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, as hex (what controller files and checkpoints record)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def write_atomic(path: Path, content: str | bytes) -> None:

@@ -219,11 +219,19 @@ _APPLIED: dict[str, Callable[[torch.optim.Optimizer], float]] = {
 }
 
 
+def applied_lr_reader(
+    optimizer: torch.optim.Optimizer,
+) -> Callable[[torch.optim.Optimizer], float] | None:
+    """The function that reads the step size ``optimizer`` will apply in its next step (call it
+    after the backward, before ``step()``): ``d * lr`` for Prodigy and D-Adaptation (times
+    Adam's bias correction where it is on; D-Adapted SGD divides by the first gradient's norm,
+    as it does), the warmed-up ``lr`` for the schedule-free optimisers. ``None`` for every
+    other optimiser, whose step size is its group's ``lr``."""
+    return _APPLIED.get(type(optimizer).__name__)
+
+
 def applied_lr(optimizer: torch.optim.Optimizer) -> float | None:
-    """The step size ``optimizer`` will apply in its next step (call it after the backward,
-    before ``step()``): ``d * lr`` for Prodigy and D-Adaptation (times Adam's bias correction
-    where it is on; D-Adapted SGD divides by the first gradient's norm, as it does), the
-    warmed-up ``lr`` for the schedule-free optimisers. ``None`` for every other optimiser, whose
-    step size is its group's ``lr``."""
-    reader = _APPLIED.get(type(optimizer).__name__)
+    """The step size ``optimizer`` will apply in its next step, see :func:`applied_lr_reader`
+    (``None``: its group's ``lr``)."""
+    reader = applied_lr_reader(optimizer)
     return None if reader is None else reader(optimizer)

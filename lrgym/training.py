@@ -38,7 +38,7 @@ from lrgym.features import (
     log_variance,
     per_example_losses,
 )
-from lrgym.optimizers import applied_lr, evaluation_mode, make_optimizer
+from lrgym.optimizers import applied_lr_reader, evaluation_mode, make_optimizer
 from lrgym.tasks import Task, build_model, choose_memory_format
 
 _CHUNK = 1000  # examples per forward pass when evaluating
@@ -169,10 +169,12 @@ class TrainingRun:
         self._estimated_params: list[int] = []  # parameters of the estimated layers
         self._regression = ShareRegression()  # "dense"/"last": fitted at the exact steps
         self._held = 0.0  # "hold": phi1_s - 2 log eta_s
-        self._sgd_direction = _sgd_direction(self.optimizer) if not self.probe.uncovered else None
-        group = self.optimizer.param_groups[0]
-        self._momentum_buffers = _sgd_direction(self.optimizer) is not None and bool(
-            group.get("momentum")
+        direction = _sgd_direction(self.optimizer)
+        self._sgd_direction = direction if not self.probe.uncovered else None
+        self._applied_lr = applied_lr_reader(self.optimizer)  # None: the group's lr
+        # torch SGD with momentum keeps the previous update's direction in its buffers
+        self._momentum_buffers = direction is not None and bool(
+            self.optimizer.param_groups[0]["momentum"]
         )
         self.track_direction = False
         """Remember each update's direction, for :meth:`hypergradient` (set by the loop for
@@ -224,8 +226,8 @@ class TrainingRun:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self._lr = lr
-        applied = applied_lr(self.optimizer)
-        step_size = lr if applied is None else applied  # dw = -step_size * d
+        # dw = -step_size * d
+        step_size = lr if self._applied_lr is None else self._applied_lr(self.optimizer)
         direction = record and lr > 0 and self._sgd_direction is not None
         if direction or not record:
             tracked: list[int] = []  # dw is read from the optimiser, or not needed
@@ -464,24 +466,25 @@ def train(
     controller.reset(task.eta0)
     hypergradient = bool(getattr(controller, "needs_hypergradient", False))
     run.track_direction = hypergradient
-    lr, diverged = task.eta0, not math.isfinite(measured[0])
-    for t in range(1, task.steps + 1):
+    lr, diverged, t = task.eta0, not math.isfinite(measured[0]), 0
+
+    def choose(loss: float) -> float:
+        """The controller's rate for step ``t``, asked between its backward pass and update."""
+        nonlocal lr
+        h = run.hypergradient() if hypergradient else None
+        previous = phi_hat[-1] if phi_hat else None
+        state = ControlState(t, previous, lr, task.eta0, task.steps, loss, h)
+        lr = float(controller.learning_rate(state))
+        if not (0.0 < lr < math.inf):
+            raise InvalidConfigError(
+                f"{type(controller).__name__} returned lr={lr!r} at step {t}; "
+                "a learning rate must be a positive finite number"
+            )
+        return lr
+
+    for t in range(1, task.steps + 1):  # choose() reads t
         if diverged:
             break
-        previous = phi_hat[-1] if phi_hat else None
-
-        def choose(loss: float, t: int = t, previous: np.ndarray | None = previous) -> float:
-            nonlocal lr
-            h = run.hypergradient() if hypergradient else None
-            state = ControlState(t, previous, lr, task.eta0, task.steps, loss, h)
-            lr = float(controller.learning_rate(state))
-            if not (0.0 < lr < math.inf):
-                raise InvalidConfigError(
-                    f"{type(controller).__name__} returned lr={lr!r} at step {t}; "
-                    "a learning rate must be a positive finite number"
-                )
-            return lr
-
         outcome = run.step(choose)
         losses.append(outcome.loss)
         rates.append(outcome.lr)
