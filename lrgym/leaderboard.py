@@ -118,17 +118,23 @@ TaskKey = tuple[str, int, int]
 # --- the CSV file -------------------------------------------------------------------------
 
 
+def _column_problem(have: Sequence[Any]) -> str:
+    """What ``have`` lacks and has too many of, against :data:`RESULT_COLUMNS` ("" if neither)."""
+    missing = [c for c in RESULT_COLUMNS if c not in have]
+    unexpected = [str(k) for k in have if k not in RESULT_COLUMNS]
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(repr(c) for c in missing)}")
+    if unexpected:
+        parts.append(f"unexpected {', '.join(repr(k) for k in unexpected)}")
+    return "; ".join(parts)
+
+
 def _check_keys(row: Mapping[str, Any], where: str) -> None:
-    missing = [c for c in RESULT_COLUMNS if c not in row]
-    unexpected = [k for k in row if k not in RESULT_COLUMNS]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(repr(c) for c in missing)}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(repr(str(k)) for k in unexpected)}")
+    problem = _column_problem(list(row))
+    if problem:
         raise InvalidConfigError(
-            f"{where} does not have the results columns: {'; '.join(parts)}. "
+            f"{where} does not have the results columns: {problem}. "
             f"Fix: give exactly the columns of lrgym.leaderboard.RESULT_COLUMNS "
             f"({', '.join(RESULT_COLUMNS)})."
         )
@@ -249,14 +255,7 @@ def read_results(path: str | Path) -> list[Row]:
             f"results file {str(source)!r} is empty; expected the header {','.join(RESULT_COLUMNS)}"
         )
     if tuple(header) != RESULT_COLUMNS:
-        missing = [c for c in RESULT_COLUMNS if c not in header]
-        unexpected = [c for c in header if c not in RESULT_COLUMNS]
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(repr(c) for c in missing)}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(repr(c) for c in unexpected)}")
-        problem = "; ".join(parts)
+        problem = _column_problem(header)
         raise InvalidConfigError(
             f"results file {str(source)!r} has the wrong columns: "
             f"{problem or 'the right columns in the wrong order'}. Fix: rewrite it with "
