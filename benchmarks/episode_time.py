@@ -79,7 +79,7 @@ class PlainLoop:
     def step(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        inputs, targets = self.batches._batch()
+        inputs, targets = self.batches.next_batch()
         loss = self.loss(self.model(inputs), targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -94,7 +94,7 @@ class FloorLoop(PlainLoop):
     def step(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, targets = self.batches._batch()
+        x, targets = self.batches.next_batch()
         spatial = []
         for layer in self.model:  # an nn.Sequential, run by hand to keep the conv inputs
             if isinstance(layer, nn.Conv2d) and not covers_whole_input(layer, x):
@@ -119,7 +119,7 @@ class MinimalLoop(PlainLoop):
     def step(self, lr: float) -> tuple[float, float]:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, targets = self.batches._batch()
+        x, targets = self.batches.next_batch()
         kept = []
         for layer in self.model:  # an nn.Sequential
             if isinstance(layer, nn.Conv2d | nn.Linear):

@@ -51,7 +51,7 @@ def plain_steps(run: TrainingRun, steps: int, schedule: Schedule, start: int) ->
     for t in range(start, start + steps):
         for group in optimizer.param_groups:
             group["lr"] = schedule(t)
-        inputs, targets = run._batch()
+        inputs, targets = run.next_batch()
         loss = loss_fn(model(inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -3,10 +3,12 @@
 Importing lrgym registers the ``StepSizeControl-*`` environments with Gymnasium.
 """
 
+from lrgym.control import ControlledLR
 from lrgym.controller_file import (
     ControllerFileError,
     SavedController,
     load_controller,
+    pretrained_controllers,
     save_controller,
 )
 from lrgym.controllers import (
@@ -35,6 +37,7 @@ __all__ = [
     "ENV_KWARGS",
     "ConstantController",
     "ControlState",
+    "ControlledLR",
     "Controller",
     "ControllerFileError",
     "Curves",
@@ -54,6 +57,7 @@ __all__ = [
     "base_features",
     "load_controller",
     "load_dataset",
+    "pretrained_controllers",
     "save_controller",
     "train",
 ]

@@ -195,17 +195,38 @@ def save_controller(saved: SavedController, path: str | os.PathLike[str]) -> Pat
     return target
 
 
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+"""Where the pretrained controller files lrgym ships lie (``<name>.json``)."""
+
+
+def pretrained_controllers() -> list[str]:
+    """The names of the pretrained controllers lrgym ships, for :func:`load_controller` and
+    :class:`lrgym.ControlledLR`. Each file's ``source`` records how it was learned (command,
+    algorithm, env, episodes, seed) and its held-out evaluation."""
+    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.json"))
+
+
 def load_controller(path: str | os.PathLike[str]) -> SavedController:
-    """Read a controller file written by :func:`save_controller` (``lrgym train ...``).
+    """Read a controller file written by :func:`save_controller` (``lrgym train ...``), or a
+    pretrained controller by name (:func:`pretrained_controllers`, e.g. ``"mnist-sgd"``).
 
     A policy file's model is only loaded (unpickled) when first used, see
     :attr:`SavedController.model`.
 
     Raises:
-        ControllerFileError: the file is missing, not JSON, not a controller file, of a newer
-            format version, or its values are malformed.
+        ControllerFileError: the file is missing (and no pretrained controller has that name),
+            not JSON, not a controller file, of a newer format version, or its values are
+            malformed.
     """
     source = Path(path)
+    if not source.exists() and isinstance(path, str) and source.name == path:
+        if path in pretrained_controllers():
+            source = PRETRAINED_DIR / f"{path}.json"
+        elif not source.suffix:
+            raise ControllerFileError(
+                f"{path!r} is neither a controller file nor a pretrained controller; the "
+                f"pretrained ones are {pretrained_controllers()}"
+            )
     content = read_document(
         source,
         format=FORMAT,

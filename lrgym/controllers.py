@@ -1,9 +1,12 @@
 """Learning-rate controllers: what sets eta at every step of a training run.
 
-A controller is any object with the two methods of :class:`Controller`. The training loop calls
-:meth:`Controller.reset` once with eta_0, then :meth:`Controller.learning_rate` at every step,
-after the step's forward and backward pass and before the optimiser's update, with a
-:class:`ControlState`. A neural-network controller only needs those two methods too::
+A controller is any object with the two methods of :class:`Controller`. The training loop
+(:class:`lrgym.ControlledLR`, which :func:`lrgym.train` is built on) calls
+:meth:`Controller.reset` once with eta_0, then :meth:`Controller.learning_rate` once per step
+with a :class:`ControlState`: after the step's forward and backward pass and before the
+optimiser's update, or, for controllers that set :attr:`Controller.chooses_ahead` (their choice
+for step ``t`` needs nothing of step ``t`` itself), as soon as step ``t - 1`` is done. A
+neural-network controller only needs those two methods too::
 
     class MyController(Controller):
         def __init__(self, net): self.net = net
@@ -18,8 +21,9 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +44,8 @@ class ControlState:
         previous_lr: the learning rate of the previous step (eta_0 before the first).
         eta0: the task's initial learning rate.
         total_steps: the run's number of steps.
-        loss: this step's mini-batch loss (at the weights before the update).
+        loss: this step's mini-batch loss (at the weights before the update); NaN for
+            controllers asked ahead (:attr:`Controller.chooses_ahead`).
         hypergradient: ``g_t . u_{t-1}``, this step's gradient dotted with the previous
             update's direction (the update was ``-previous_lr * u_{t-1}``; for SGD with
             momentum ``u`` is the momentum buffer), ``0`` at the first step. Computed only for
@@ -64,8 +69,23 @@ class Controller(ABC):
     """Set to ``True`` to receive :attr:`ControlState.hypergradient` (the default path skips
     it)."""
 
+    chooses_ahead: bool = False
+    """Set to ``True`` when the rate for step ``t`` depends only on ``features`` (phi_hat after
+    step ``t - 1``), ``step``, ``previous_lr``, ``eta0`` and ``total_steps``, not on step
+    ``t``'s loss or gradient. Such a controller is asked as soon as step ``t - 1`` is done, so
+    the next rate is known, and set on the optimiser, between steps (the values are the same
+    either way). The default asks after the step's backward pass, with everything."""
+
     def reset(self, eta0: float) -> None:  # noqa: B027 - optional hook, stateless by default
         """Called once at the start of a run."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must keep to resume this controller mid-run (nothing for a
+        stateless controller)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027 - stateless
+        """Restore what :meth:`state_dict` returned."""
 
     @abstractmethod
     def learning_rate(self, state: ControlState) -> float:
@@ -92,6 +112,8 @@ class LogLinearController(Controller):
         relative: use the relative form.
         lr_bounds: ``(low, high)`` clipping range of eta.
     """
+
+    chooses_ahead = True
 
     def __init__(
         self,
@@ -121,6 +143,8 @@ class LogLinearController(Controller):
 class ConstantController(Controller):
     """A constant learning rate: ``lr`` if given, else the task's eta_0."""
 
+    chooses_ahead = True
+
     def __init__(self, lr: float | None = None) -> None:
         if lr is not None and not (0.0 < lr < math.inf):
             raise InvalidConfigError(f"lr={lr!r} must be a positive finite number")
@@ -147,6 +171,8 @@ class ScheduleController(Controller):
 
     ``decay`` lies in ``(0, 1]`` (``[0, 1]`` for the cosine kinds).
     """
+
+    chooses_ahead = True
 
     def __init__(
         self, kind: str, *, decay: float = 0.5, every: int = 100, warmup: float = 0.05
@@ -218,6 +244,19 @@ class PlateauController(Controller):
             self._optimizer, factor=self.factor, patience=self.patience, threshold=self.threshold
         )
         self._sum, self._count = 0.0, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "scheduler": self._scheduler.state_dict(),
+            "lr": float(self._optimizer.param_groups[0]["lr"]),
+            "sum": self._sum,
+            "count": self._count,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._scheduler.load_state_dict(dict(state["scheduler"]))
+        self._optimizer.param_groups[0]["lr"] = float(state["lr"])
+        self._sum, self._count = float(state["sum"]), int(state["count"])
 
     def learning_rate(self, state: ControlState) -> float:
         if math.isfinite(state.loss):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -100,58 +101,165 @@ def per_example_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 @dataclass
 class _Record:
-    """One call of a layer: its input, and the gradient of its output once backward ran
-    (with, for a spatial conv with a bias, that gradient summed over positions, ``(B, C)``,
-    taken while it is still in cache)."""
+    """One call of a layer: its input, the forward pass it belongs to, and the gradient of its
+    output once backward ran (with, for a spatial conv with a bias, that gradient summed over
+    positions, ``(B, C)``, taken while it is still in cache)."""
 
     inputs: torch.Tensor
+    pass_index: int
     grad: torch.Tensor | None = None
     grad_sums: torch.Tensor | None = None
 
 
-class DirectionalProbe:
-    """Records what ``grad f_i^T dw`` needs from a model's normal forward/backward pass.
+@dataclass
+class _Pass:
+    """One forward pass of the whole model whose output required a gradient.
 
-    Between :meth:`start` and :meth:`stop`, forward hooks on the chosen conv and linear layers
-    keep each layer's input, and a hook on its output keeps the output gradient when backward
-    runs. After the optimiser step, :meth:`layer_shares` and :meth:`directional_derivatives`
-    contract them with the update; :meth:`clear` drops them. Outside ``start``/``stop`` the
-    model carries no hooks, so forward passes cost nothing extra.
+    ``grad`` is the gradient of the output once backward ran. ``args``, ``kwargs`` and ``rng``
+    (the random-number state before the pass, so dropout draws the same masks again) are kept
+    only when forward-mode AD will need to run the pass again; ``mixing``: some BatchNorm layer
+    used batch statistics, so each example's output depends on the whole batch."""
+
+    mixing: bool
+    batch: int = 0
+    grad: torch.Tensor | None = None
+    args: tuple[Any, ...] | None = None
+    kwargs: dict[str, Any] | None = None
+    rng: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+
+
+class DirectionalProbe:
+    """Records what ``grad f_i^T dw`` needs from a model's normal forward/backward passes.
+
+    Once attached (:meth:`start` attaches), hooks on the model itself keep each forward pass
+    whose output requires a gradient (:class:`_Pass`, several with gradient accumulation), and
+    the output's gradient when backward runs. Between :meth:`start` and :meth:`stop`, forward
+    hooks on the chosen conv and linear layers keep each layer's input, and a hook on its output
+    keeps the output gradient. After the optimiser step, :meth:`layer_shares` and
+    :meth:`directional_derivatives` contract them with the update; :meth:`clear` drops them.
+    Without layer hooks a forward pass costs nothing extra; :meth:`detach` removes every hook.
+
+    The gradients are those of the loss that was backpropagated, ``L = c sum_i f_i`` over the
+    passes' examples; ``scale = 1 / c`` (the number of examples for a mean) turns them into the
+    examples' own.
+
+    Parameters outside conv/linear layers, and every parameter of a pass in which BatchNorm
+    used batch statistics (then example ``i``'s loss depends on the whole batch through them,
+    and ``grad f_i^T dw`` is the derivative with the batch held fixed), are handled exactly by
+    forward-mode AD of the model's output, contracted with the output's gradient:
+    ``grad f_i^T dw = scale <g_out[i], (J dw)[i]>``, as ``f_i`` depends on the output of
+    example ``i`` alone. That needs the forward to return one tensor with the batch first.
+
+    Args:
+        model: the model.
+        trainable: the parameters that are updated (default: those requiring a gradient);
+            layers none of whose parameters are updated are not recorded.
+        keep_inputs: keep every pass's inputs, for forward-mode AD over every parameter
+            (otherwise they are kept only where the pass needs it).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        trainable: Iterable[nn.Parameter] | None = None,
+        *,
+        keep_inputs: bool = False,
+    ) -> None:
         self.model = model
+        self._keep_inputs = keep_inputs
         self._records: dict[nn.Module, list[_Record]] = {}
+        self._passes: list[_Pass] = []
+        self._pending: _Pass | None = None
+        self._paused = False
         self._names = [name for name, _ in model.named_parameters()]
+        params = dict(model.named_parameters())
+        chosen = [p for p in params.values() if p.requires_grad] if trainable is None else trainable
+        updated = {id(p) for p in chosen}
+        self._updated = [id(params[n]) in updated for n in self._names]
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._root_handles: list[torch.utils.hooks.RemovableHandle] = []
         covered_ids: set[int] = set()
+        layers = []
         for module in model.modules():
             if isinstance(module, _COVERED):
-                covered_ids.update(id(p) for p in module.parameters(recurse=False))
-        params = dict(model.named_parameters())
-        self._uncovered = [n for n in self._names if id(params[n]) not in covered_ids]
-        self._layers = [
-            (m, [self._names.index(n) for n in _param_names(model, m)])
-            for m in model.modules()
-            if isinstance(m, _COVERED)
+                own = list(module.parameters(recurse=False))
+                covered_ids.update(id(p) for p in own)
+                if any(id(p) in updated for p in own):
+                    layers.append(
+                        (module, [self._names.index(n) for n in _param_names(model, module)])
+                    )
+        self._layers = layers
+        self._uncovered = [
+            n for n in self._names if id(params[n]) not in covered_ids and id(params[n]) in updated
         ]
+        self._norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def attach(self) -> None:
+        """Hook the model itself, so that its forward passes are recorded (idempotent)."""
+        if not self._root_handles:
+            self._root_handles = [
+                self.model.register_forward_pre_hook(self._pre_hook, with_kwargs=True),
+                self.model.register_forward_hook(self._post_hook, with_kwargs=True),
+            ]
+
+    def detach(self) -> None:
+        """Remove every hook from the model."""
+        self.stop()
+        for handle in self._root_handles:
+            handle.remove()
+        self._root_handles = []
 
     def start(self, layers: Iterable[nn.Module] | None = None) -> None:
-        """Record the given layers (all conv/linear layers if ``None``) from now on."""
+        """Record the given layers (all recorded conv/linear layers if ``None``) from now on."""
+        self.attach()
         self.stop()
         chosen = self.layers if layers is None else tuple(layers)
         self._handles = [m.register_forward_hook(self._forward_hook) for m in chosen]
 
     def stop(self) -> None:
-        """Stop recording (what was recorded stays until :meth:`clear`)."""
+        """Stop recording layers (what was recorded stays until :meth:`clear`)."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
 
-    def _forward_hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor):
-        if not out.requires_grad:
+    def _mixing(self) -> bool:
+        return any(m.training or not m.track_running_stats for m in self._norms)
+
+    def _pre_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self._paused:
             return
-        record = _Record(inputs[0].detach())
+        mixing = self._mixing()
+        self._pending = pending = _Pass(mixing=mixing)
+        if (mixing or self._uncovered or self._keep_inputs) and torch.is_grad_enabled():
+            pending.args = tuple(_detached(a) for a in args)
+            pending.kwargs = {k: _detached(v) for k, v in kwargs.items()}
+            pending.rng = (torch.get_rng_state(), _cuda_rng_states())
+
+    def _post_hook(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+    ) -> None:
+        pending, self._pending = self._pending, None
+        if self._paused or pending is None:
+            return
+        if not isinstance(output, torch.Tensor):
+            if any(isinstance(o, torch.Tensor) and o.requires_grad for o in _leaves(output)):
+                pending.batch = -1  # reported at the step: the features need one output tensor
+                self._passes.append(pending)
+            return
+        if not output.requires_grad or output.dim() == 0:
+            return
+        pending.batch = output.shape[0]
+
+        def keep(grad: torch.Tensor) -> None:
+            pending.grad = grad
+
+        output.register_hook(keep)
+        self._passes.append(pending)
+
+    def _forward_hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor):
+        if self._paused or not out.requires_grad:
+            return
+        record = _Record(inputs[0].detach(), len(self._passes))
         self._records.setdefault(module, []).append(record)
         sums = isinstance(module, nn.Conv2d) and module.bias is not None and not _is_dense(out)
 
@@ -165,16 +273,50 @@ class DirectionalProbe:
     def clear(self) -> None:
         """Drop what was recorded (call after each step)."""
         self._records.clear()
+        self._passes = []
+
+    @property
+    def passes(self) -> list[_Pass]:
+        """The recorded forward passes whose output got a gradient, in order."""
+        return [p for p in self._passes if p.grad is not None]
+
+    @property
+    def forward_passes(self) -> int:
+        """Recorded forward passes, with or without a gradient yet."""
+        return len(self._passes)
+
+    @property
+    def non_tensor_output(self) -> bool:
+        """Whether a recorded forward returned something other than one tensor."""
+        return any(p.batch < 0 for p in self._passes)
+
+    @property
+    def examples(self) -> int:
+        """Examples in the passes that got a gradient."""
+        return sum(p.batch for p in self.passes)
 
     @property
     def layers(self) -> tuple[nn.Module, ...]:
-        """The conv and linear layers, in module order."""
+        """The recorded conv and linear layers (those with updated parameters), in module
+        order."""
         return tuple(module for module, _ in self._layers)
 
     @property
     def uncovered(self) -> bool:
-        """Whether some parameters lie outside conv/linear layers (handled by forward-mode AD)."""
+        """Whether some updated parameters lie outside conv/linear layers (handled by
+        forward-mode AD)."""
         return bool(self._uncovered)
+
+    @property
+    def contraction_is_exact(self) -> bool:
+        """Whether the last passes' ``grad f_i^T dw`` came from the layer contraction alone (no
+        BatchNorm with batch statistics, every updated parameter in a conv/linear layer)."""
+        return not self._uncovered and not any(p.mixing for p in self.passes)
+
+    def needs_parameters_before(self) -> bool:
+        """Whether :meth:`directional_derivatives` will run forward-mode AD, which needs the
+        parameters at which the passes ran."""
+        return bool(self._uncovered) or any(p.mixing for p in self.passes)
 
     def parameter_indices(self, layers: Iterable[nn.Module]) -> list[int]:
         """Positions (in ``model.named_parameters()`` order) of the given layers' parameters."""
@@ -189,21 +331,25 @@ class DirectionalProbe:
         """
         dense = []
         for module, _ in self._layers:
-            records = self._records.get(module, ())
-            if records and all(r.grad is not None and _is_dense(r.grad) for r in records):
+            records = [r for r in self._records.get(module, ()) if r.grad is not None]
+            if records and all(_is_dense(r.grad) for r in records):  # type: ignore[arg-type]
                 dense.append(module)
         return tuple(dense)
 
     def layer_shares(self, update: Sequence[torch.Tensor | None]) -> dict[nn.Module, torch.Tensor]:
-        """Each recorded layer's share of ``grad f_i^T dw / B``, shape ``(B,)`` float32.
+        """Each recorded layer's share of ``c grad f_i^T dw``, shape ``(N,)`` float32, the
+        examples of every pass that got a gradient in order (zeros for a pass the layer was
+        not part of).
 
         Args:
             update: ``dw`` per parameter in ``model.named_parameters()`` order; ``None`` where
                 the layer was not recorded.
         """
+        active = [(k, p) for k, p in enumerate(self._passes) if p.grad is not None]
         shares: dict[nn.Module, torch.Tensor] = {}
         with torch.no_grad():
             for module, index in self._layers:
+                per_pass: dict[int, torch.Tensor] = {}
                 for record in self._records.get(module, ()):
                     if record.grad is None:  # the layer's output did not reach the loss
                         continue
@@ -212,83 +358,147 @@ class DirectionalProbe:
                     if weight is None:
                         raise ValueError(f"no update given for recorded layer {module}")
                     share = _contract(module, record, weight, bias)
-                    shares[module] = shares[module] + share if module in shares else share
+                    k = record.pass_index
+                    per_pass[k] = per_pass[k] + share if k in per_pass else share
+                if not per_pass:
+                    continue
+                if len(active) == 1 and active[0][0] in per_pass:
+                    shares[module] = per_pass[active[0][0]]
+                    continue
+                pieces = [
+                    per_pass[k] if k in per_pass else torch.zeros(p.batch, device=weight.device)
+                    for k, p in active
+                ]
+                shares[module] = torch.cat(pieces)
         return shares
 
     def directional_derivatives(
         self,
         update: Sequence[torch.Tensor],
         *,
-        batch_size: int,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
+        scale: float,
         params_before: Sequence[torch.Tensor],
         shares: Mapping[nn.Module, torch.Tensor] | None = None,
+        every_parameter: bool = False,
     ) -> torch.Tensor:
-        """``grad f_i(w)^T dw`` for every example of the recorded batch, shape ``(B,)``.
+        """``grad f_i(w)^T dw`` for every example of the passes that got a gradient, ``(N,)``.
 
         Args:
             update: ``dw`` for every parameter, in ``model.named_parameters()`` order.
-            batch_size: ``B``; the recorded gradients are of the mean loss over the batch.
-            inputs: the batch (used only when some parameters are not in conv/linear layers).
-            targets: the labels (likewise).
-            params_before: the parameters ``w`` at which the batch was evaluated (likewise).
+            scale: ``1 / c`` for the backpropagated loss ``c sum_i f_i`` (``N`` for the mean).
+            params_before: the parameters ``w`` at which the passes ran (used only by
+                forward-mode AD, see :meth:`needs_parameters_before`).
             shares: :meth:`layer_shares` of ``update`` when the caller has them already.
+            every_parameter: use forward-mode AD for every parameter (exact for any model,
+                e.g. one that uses a layer's weight outside the layer).
         """
-        if shares is None:
-            shares = self.layer_shares(update)
-        total = sum_shares(shares.values(), batch_size, device=inputs.device)
-        if self._uncovered:
-            total += self.forward_mode_derivatives(
-                update, inputs=inputs, targets=targets, params_before=params_before
-            )
+        passes = self.passes
+        total_examples = sum(p.batch for p in passes)
+        device = passes[0].grad.device if passes and passes[0].grad is not None else None
+        if every_parameter:
+            total = torch.zeros(total_examples, dtype=torch.float32, device=device)
+        else:
+            if shares is None:
+                shares = self.layer_shares(update)
+            total = sum_shares(shares.values(), total_examples, scale=scale, device=device)
+        offset = 0
+        for p in passes:
+            whole = every_parameter or p.mixing
+            names = self._updated_names() if whole else self._uncovered
+            if names:
+                part = self._output_derivatives(p, names, update, params_before).mul_(scale)
+                piece = total[offset : offset + p.batch]
+                if whole:
+                    piece.copy_(part.to(piece.device))
+                else:
+                    piece.add_(part.to(piece.device))
+            offset += p.batch
         return total
 
-    def forward_mode_derivatives(
+    def _updated_names(self) -> list[str]:
+        return [n for n, updated in zip(self._names, self._updated, strict=True) if updated]
+
+    def _output_derivatives(
         self,
-        update: Sequence[torch.Tensor],
-        *,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
+        recorded: _Pass,
+        names: Sequence[str],
+        update: Sequence[torch.Tensor | None],
         params_before: Sequence[torch.Tensor],
-        every_parameter: bool = False,
     ) -> torch.Tensor:
-        """``grad f_i(w)^T dw`` restricted to the parameters outside conv/linear layers (or to
-        every parameter), by forward-mode AD of the per-example losses, shape ``(B,)``.
-
-        Exact for any model whose per-example losses are independent of each other; slower
-        than the contraction.
-        """
-        names = self._names if every_parameter else self._uncovered
+        """``<g_out[i], (J dw)[i]>`` with ``J`` the Jacobian of the pass's output in the
+        parameters ``names``, by forward-mode AD, ``(B,)`` float32."""
+        if recorded.args is None or recorded.rng is None:
+            raise InvalidConfigError(
+                "forward-mode AD needs the forward pass's inputs, which were not kept (the pass "
+                "ran with gradients disabled)"
+            )
+        assert recorded.grad is not None
         values = dict(zip(self._names, params_before, strict=True))
-        tangents = tuple(update[self._names.index(n)] for n in names)
+        index = {n: i for i, n in enumerate(self._names)}
+        tangents = []
+        for n in names:
+            dw = update[index[n]]
+            tangents.append(torch.zeros_like(values[n]) if dw is None else dw.to(values[n].dtype))
+        buffers = dict(self.model.named_buffers())
+        args, kwargs, (cpu_state, cuda_states) = recorded.args, recorded.kwargs or {}, recorded.rng
 
-        def losses(*free: torch.Tensor) -> torch.Tensor:
-            state = {**values, **dict(zip(names, free, strict=True))}
-            logits = torch.func.functional_call(self.model, state, (inputs,))
-            return per_example_losses(logits, targets)
+        def output(*free: torch.Tensor) -> torch.Tensor:
+            # copies: BatchNorm's running statistics stay as they are
+            copies = {n: b.clone() for n, b in buffers.items()}
+            state = {**values, **copies, **dict(zip(names, free, strict=True))}
+            torch.set_rng_state(cpu_state)  # dropout draws the pass's masks again
+            if cuda_states:
+                torch.cuda.set_rng_state_all(cuda_states)
+            return torch.func.functional_call(self.model, state, args, kwargs)
 
-        self.stop()  # the extra forward passes are not to be recorded
+        devices = list(range(len(cuda_states)))
+        self._paused = True  # the extra forward pass is not to be recorded
         try:
-            result = torch.func.jvp(losses, tuple(values[n] for n in names), tangents)
+            with torch.random.fork_rng(devices=devices):
+                _, tangent = torch.func.jvp(
+                    output, tuple(values[n] for n in names), tuple(tangents)
+                )
         except RuntimeError as exc:
             raise InvalidConfigError(
-                f"forward-mode differentiation of {type(self.model).__name__} failed ({exc}). "
-                "Layers that mix examples or update buffers (BatchNorm in train mode) have no "
-                "per-example loss gradient: put them in eval mode or use conv/linear layers."
+                f"forward-mode differentiation of {type(self.model).__name__} failed ({exc}); "
+                "every parameter outside conv/linear layers, and every parameter of a model "
+                "with BatchNorm in train mode, is handled by forward-mode AD"
             ) from exc
-        return result[1].detach().to(torch.float32)
+        finally:
+            self._paused = False
+        grad = recorded.grad.to(tangent.dtype)
+        return torch.linalg.vecdot(tangent.flatten(1), grad.flatten(1)).detach().to(torch.float32)
+
+
+def _detached(value: Any) -> Any:
+    return value.detach() if isinstance(value, torch.Tensor) else value
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, Mapping):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, (tuple, list)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
+def _cuda_rng_states() -> list[torch.Tensor]:
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
 
 
 def sum_shares(
-    shares: Iterable[torch.Tensor], batch_size: int, *, device: torch.device | None = None
+    shares: Iterable[torch.Tensor],
+    examples: int,
+    *,
+    scale: float,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
-    """``B`` times the sum of layer shares (see :meth:`DirectionalProbe.layer_shares`): the
-    layers' part of ``grad f_i^T dw``, shape ``(B,)`` float32 (zeros for no shares)."""
-    total = torch.zeros(batch_size, dtype=torch.float32, device=device)
+    """``scale`` times the sum of layer shares (see :meth:`DirectionalProbe.layer_shares`): the
+    layers' part of ``grad f_i^T dw``, shape ``(N,)`` float32 (zeros for no shares)."""
+    total = torch.zeros(examples, dtype=torch.float32, device=device)
     for share in shares:
         total += share
-    return total.mul_(batch_size)
+    return total.mul_(scale)
 
 
 def _is_dense(grad: torch.Tensor) -> bool:
@@ -344,7 +554,9 @@ def base_features(
 ) -> tuple[float, float]:
     """``(phi1, phi2)`` of one batch and one update, computed from scratch.
 
-    Leaves the model's parameters and ``.grad`` untouched.
+    Leaves the model's parameters, ``.grad``, buffers (BatchNorm's running statistics) and mode
+    untouched. With BatchNorm in train mode, example ``i``'s loss depends on the whole batch;
+    ``grad f_i^T dw`` is then its derivative with the batch held fixed.
 
     Args:
         model: a classifier mapping ``inputs`` to logits ``(B, classes)``.
@@ -373,35 +585,41 @@ def base_features(
                 f"update[{name!r}] has shape {tuple(dw.shape)}, the parameter {tuple(param.shape)}"
             )
         dws.append(dw.detach().to(param.dtype))
-    probe = DirectionalProbe(model)
-    probe.start()
+    if inputs.shape[0] < 2:
+        raise InvalidConfigError("a feature needs a batch of at least 2 examples")
+    probe = DirectionalProbe(model, trainable=params.values(), keep_inputs=True)
     before = [p.detach() for p in params.values()]
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    probe.start()
     try:
         with torch.enable_grad():
             losses = per_example_losses(model(inputs), targets)
             trainable = [p for p in params.values() if p.requires_grad]
             grads = torch.autograd.grad(losses.mean(), trainable, allow_unused=True)
         probe.stop()
-        derivative = probe.directional_derivatives(
-            dws, batch_size=inputs.shape[0], inputs=inputs, targets=targets, params_before=before
-        )
-        # sum_i grad f_i^T dw = B grad L^T dw. A weight also used outside its own layer (tied
-        # weights, F.linear(x, layer.weight)) breaks the per-layer contraction and this
-        # identity; forward-mode AD over every parameter is exact for any model.
-        full = {id(p): g for p, g in zip(trainable, grads, strict=True) if g is not None}
-        expected = inputs.shape[0] * sum(
-            float((full[id(p)].double() * dw.double()).sum())
-            for p, dw in zip(params.values(), dws, strict=True)
-            if id(p) in full
-        )
-        scale = float(derivative.abs().double().sum()) + abs(expected) + 1e-30
-        if abs(float(derivative.double().sum()) - expected) > 1e-5 * scale:
-            derivative = probe.forward_mode_derivatives(
-                dws, inputs=inputs, targets=targets, params_before=before, every_parameter=True
+        batch = inputs.shape[0]
+        derivative = probe.directional_derivatives(dws, scale=batch, params_before=before)
+        if probe.contraction_is_exact:
+            # sum_i grad f_i^T dw = B grad L^T dw. A weight also used outside its own layer
+            # (tied weights, F.linear(x, layer.weight)) breaks the per-layer contraction and
+            # this identity; forward-mode AD over every parameter is exact for any model.
+            full = {id(p): g for p, g in zip(trainable, grads, strict=True) if g is not None}
+            expected = batch * sum(
+                float((full[id(p)].double() * dw.double()).sum())
+                for p, dw in zip(params.values(), dws, strict=True)
+                if id(p) in full
             )
+            scale = float(derivative.abs().double().sum()) + abs(expected) + 1e-30
+            if abs(float(derivative.double().sum()) - expected) > 1e-5 * scale:
+                derivative = probe.directional_derivatives(
+                    dws, scale=batch, params_before=before, every_parameter=True
+                )
     finally:
-        probe.stop()
+        probe.detach()
         probe.clear()
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                buffer.copy_(buffers[name])
     return log_variance(derivative), log_variance(losses)
 
 

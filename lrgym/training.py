@@ -4,10 +4,11 @@
 :class:`TrainingRun` is the same loop one step at a time, for callers that drive it themselves
 (the environments measure the starting features with it).
 
-Per step ``t = 1..T``: one mini-batch is drawn, forward, backward; the controller picks
-``eta_t`` from ``phi_hat_{t-1}`` (``None`` at ``t = 1``, where controllers use eta_0) and the
-step's loss (and, for controllers that ask, its hypergradient), every parameter group gets
-``lr = eta_t``, the optimiser steps, and the features of that step's update are folded into
+Per step ``t = 1..T``: one mini-batch is drawn, forward, backward of the mean of the
+per-example losses; then :class:`lrgym.ControlledLR` (the drop-in controller any PyTorch loop can
+use) takes the step: the controller's ``eta_t`` (from ``phi_hat_{t-1}``, ``None`` at ``t = 1``,
+where controllers use eta_0, and for controllers that ask, the step's loss and hypergradient) on
+every parameter group, the optimiser's update, and the features of that update folded into
 ``phi_hat_t``. The learning-rate trace records the step size the optimiser applied: ``eta_t``,
 or for optimisers that adapt it themselves their own (:func:`lrgym.optimizers.applied_lr`).
 The training loss ``E`` is measured on a fixed evaluation sample of the task's training subset
@@ -19,41 +20,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from lrgym.controllers import Controller, ControlState
+from lrgym.control import ControlledLR, StepOutcome
+from lrgym.controllers import ConstantController, Controller
 from lrgym.data import ArrayDataset
 from lrgym.errors import InvalidConfigError
-from lrgym.features import (
-    EPS,
-    DirectionalProbe,
-    FeatureConfig,
-    FeatureSmoother,
-    ShareRegression,
-    log_variance,
-    per_example_losses,
-)
-from lrgym.optimizers import applied_lr_reader, evaluation_mode, make_optimizer
+from lrgym.features import FeatureConfig, FeatureSmoother, per_example_losses
+from lrgym.optimizers import evaluation_mode, make_optimizer
 from lrgym.tasks import Task, build_model, choose_memory_format
 
 _CHUNK = 1000  # examples per forward pass when evaluating
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    """One step's loss, raw features (``phi1`` is NaN on steps that skip it) and the step size
-    the optimiser applied (its ``lr``, or what an adaptive optimiser made of it, see
-    :func:`lrgym.optimizers.applied_lr`)."""
-
-    loss: float
-    phi1: float
-    phi2: float
-    lr: float
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,11 +101,17 @@ class TrainingResult:
 
 
 class TrainingRun:
-    """A task's model, optimiser, data and feature state, advanced one step at a time.
+    """A task's model, optimiser, data and controller, advanced one step at a time.
+
+    The features and the learning rate are :class:`lrgym.ControlledLR`'s (:attr:`control`):
+    each step draws a mini-batch, runs the forward and backward pass of the mean of the
+    per-example losses, and hands those losses to it.
 
     Args:
         task: the task.
         data: its dataset (``data.name`` must equal ``task.dataset``).
+        controller: sets the learning rate in :meth:`step` without an ``lr`` (default: the
+            task's eta_0, constant).
         features: how features are computed.
         eval_size: examples in the fixed evaluation sample of the training subset.
         device: torch device.
@@ -138,6 +125,7 @@ class TrainingRun:
         task: Task,
         data: ArrayDataset,
         *,
+        controller: Controller | None = None,
         features: FeatureConfig | None = None,
         eval_size: int = 1000,
         device: str | torch.device = "cpu",
@@ -148,7 +136,6 @@ class TrainingRun:
         if eval_size < 1:
             raise InvalidConfigError(f"eval_size={eval_size!r} must be >= 1")
         self.task, self.data, self.device = task, data, torch.device(device)
-        self.config = features or FeatureConfig()
         self._generator = torch.Generator().manual_seed(task.seed)
         self.memory_format = choose_memory_format(task.architecture, self.device, memory_format)
         self.model = build_model(
@@ -160,31 +147,47 @@ class TrainingRun:
         self._x, self._y = data.train_x[subset], data.train_y[subset]
         self._eval = torch.arange(min(eval_size, size))
         self._order = torch.empty(0, dtype=torch.int64)
-        self._params = [p for _, p in self.model.named_parameters()]
-        self.optimizer = make_optimizer(task, self._params)
-        self.probe = DirectionalProbe(self.model)
-        self.smoother = FeatureSmoother(self.config.gamma)
-        self._all_params = list(range(len(self._params)))
-        self._estimated_layers: tuple[torch.nn.Module, ...] | None = None
-        self._estimated_params: list[int] = []  # parameters of the estimated layers
-        self._regression = ShareRegression()  # "dense"/"last": fitted at the exact steps
-        self._held = 0.0  # "hold": phi1_s - 2 log eta_s
-        direction = _sgd_direction(self.optimizer)
-        self._sgd_direction = direction if not self.probe.uncovered else None
-        self._applied_lr = applied_lr_reader(self.optimizer)  # None: the group's lr
-        # torch SGD with momentum keeps the previous update's direction in its buffers
-        self._momentum_buffers = direction is not None and bool(
-            self.optimizer.param_groups[0]["momentum"]
+        self.optimizer = make_optimizer(task, list(self.model.parameters()))
+        self.control = ControlledLR(
+            self.model,
+            self.optimizer,
+            controller or ConstantController(),
+            eta0=task.eta0,
+            total_steps=task.steps,
+            features=features or FeatureConfig(),
         )
-        self.track_direction = False
-        """Remember each update's direction, for :meth:`hypergradient` (set by the loop for
-        controllers that need it; not needed with torch SGD with momentum)."""
-        self._direction_before: list[torch.Tensor] = []
-        self._previous_direction: list[torch.Tensor] | None = None
-        self._lr = task.eta0
-        self.steps_done = 0
 
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def config(self) -> FeatureConfig:
+        """How features are computed."""
+        return self.control.config
+
+    @property
+    def smoother(self) -> FeatureSmoother:
+        """The running averages and uncertainties of the features."""
+        return self.control.smoother
+
+    @property
+    def steps_done(self) -> int:
+        """Optimiser steps taken."""
+        return self.control.steps_done
+
+    @property
+    def track_direction(self) -> bool:
+        """See :attr:`lrgym.ControlledLR.track_direction`."""
+        return self.control.track_direction
+
+    @track_direction.setter
+    def track_direction(self, value: bool) -> None:
+        self.control.track_direction = bool(value)
+
+    def hypergradient(self) -> float:
+        """See :meth:`lrgym.ControlledLR.hypergradient`."""
+        return self.control.hypergradient()
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next mini-batch of the task's subset, as the model takes it (a fresh shuffle
+        of the subset every pass)."""
         b = self.task.batch_size
         if self._order.numel() < b:  # start a new pass over the subset
             fresh = torch.randperm(self._x.shape[0], generator=self._generator)
@@ -201,175 +204,23 @@ class TrainingRun:
         return inputs.contiguous(memory_format=self.memory_format)
 
     @torch.enable_grad()  # also when the caller (an RL library's rollout) disabled gradients
-    def step(self, lr: float | Callable[[float], float]) -> StepOutcome:
+    def step(self, lr: float | Callable[[float], float] | None = None) -> StepOutcome:
         """Take one optimiser step and update the features.
 
         Args:
-            lr: the learning rate, or a function of the step's mini-batch loss that returns
-                it, called after the backward pass and before the update (where a controller
-                that reads this step's gradient, :meth:`hypergradient`, must decide).
+            lr: ``None``: the controller's rate; else the learning rate, or a function of the
+                step's mini-batch loss that returns it, called after the backward pass and
+                before the update.
         """
-        inputs, targets = self._batch()
-        exact = self.steps_done % self.config.every == 0
-        record = exact or self.config.estimate != "hold"
-        probe = self.probe
-        if record:
-            probe.start(None if exact else self._estimated_layers)
-        logits = self.model(inputs)
-        probe.stop()
-        loss = F.cross_entropy(logits, targets)  # the mean of the losses, as one fused op
+        inputs, targets = self.next_batch()
+        losses = per_example_losses(self.model(inputs), targets)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        loss_value = float(loss.detach())
-        if callable(lr):
-            lr = lr(loss_value) if math.isfinite(loss_value) else self._lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self._lr = lr
-        # dw = -step_size * d
-        step_size = lr if self._applied_lr is None else self._applied_lr(self.optimizer)
-        direction = record and lr > 0 and self._sgd_direction is not None
-        if direction or not record:
-            tracked: list[int] = []  # dw is read from the optimiser, or not needed
-        else:
-            tracked = self._all_params if exact else self._estimated_params
-        before = [self._params[i].detach().clone() for i in tracked]
-        if self.track_direction:
-            self._remember_direction_before()
-        self.optimizer.step()
-        self.steps_done += 1
-        if self.track_direction:
-            self._remember_direction_after(step_size)
-        if not math.isfinite(loss_value):
-            probe.clear()
-            return StepOutcome(loss_value, math.nan, math.nan, step_size)
-        log_lr2 = 2.0 * math.log(step_size) if step_size > 0 else -math.inf
-        if record:
-            phi1 = self._phi1_from_records(
-                inputs, targets, before, tracked, direction, exact, step_size
-            )
-            if direction:  # measured along d, and dw = -lr d
-                phi1 += log_lr2
-            if exact:
-                self._held = phi1 - log_lr2
-        else:  # "hold": only the learning-rate term moves
-            phi1 = max(self._held + log_lr2, math.log(EPS))
-        probe.clear()
-        if math.isfinite(phi1):
-            self.smoother.update(0, phi1)
-        phi2 = log_variance(per_example_losses(logits.detach(), targets))
-        self.smoother.update(1, phi2)
-        return StepOutcome(loss_value, phi1, phi2, step_size)
-
-    def hypergradient(self) -> float:
-        """``g_t . u_{t-1}`` between this step's backward pass and its update: the gradient
-        dotted with the previous update's direction (``dw_{t-1} = -eta_{t-1} u_{t-1}``; for
-        torch SGD with momentum the momentum buffer, otherwise the remembered step, which needs
-        :attr:`track_direction`). ``0`` before any update."""
-        params = self._params
-        if self._momentum_buffers:
-            state = self.optimizer.state
-            pairs = [(p.grad, state[p].get("momentum_buffer")) for p in params if p in state]
-        else:
-            if not self.track_direction:
-                raise InvalidConfigError(
-                    "hypergradient() needs track_direction=True for this optimiser"
-                )
-            previous: list[torch.Tensor | None] = [None] * len(params)
-            if self._previous_direction is not None:
-                previous = list(self._previous_direction)
-            pairs = list(zip((p.grad for p in params), previous, strict=True))
-        total = 0.0
-        for grad, direction in pairs:
-            if grad is not None and direction is not None:
-                total += float(torch.dot(grad.reshape(-1), direction.reshape(-1)))
-        return total
-
-    def _remember_direction_before(self) -> None:
-        if self._momentum_buffers:
-            return
-        self._direction_before = [p.detach().clone() for p in self._params]
-
-    def _remember_direction_after(self, step_size: float) -> None:
-        if self._momentum_buffers or step_size <= 0:
-            return
-        after = [p.detach() for p in self._params]
-        dw = torch._foreach_sub(after, self._direction_before)
-        self._previous_direction = list(torch._foreach_div(dw, -step_size))
-
-    def _phi1_from_records(
-        self,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
-        before: list[torch.Tensor],
-        tracked: list[int],
-        direction: bool,
-        exact: bool,
-        lr: float,
-    ) -> float:
-        """phi1 from the recorded layers, along ``d`` when ``direction`` else along ``dw``."""
-        update: list[torch.Tensor | None] = [None] * len(self._params)
-        if direction:
-            assert self._sgd_direction is not None
-            update = list(self._sgd_direction())
-        else:
-            after = torch._foreach_sub([self._params[i].detach() for i in tracked], before)
-            for i, dw in zip(tracked, after, strict=True):
-                update[i] = dw
-        unit = 1.0 if direction else lr  # the update is unit * d
-        return self._contract_phi1(update, inputs, targets, before, unit, exact)
-
-    def _contract_phi1(
-        self,
-        update: list[torch.Tensor | None],
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
-        before: list[torch.Tensor],
-        unit: float,
-        exact: bool,
-    ) -> float:
-        """Exact phi1 of ``update``, or on in-between steps the regression estimate.
-
-        ``update = unit * d``; the regression works in units of ``d`` (see
-        :class:`~lrgym.features.ShareRegression`)."""
-        batch = inputs.shape[0]
-        shares = self.probe.layer_shares(update)
-        if not exact:
-            if unit <= 0.0 or self._estimated_layers is None:
-                return math.log(EPS)  # no step was taken: dw = 0
-            chosen = self._chosen_shares(shares, batch, inputs.device) / unit
-            return math.log(unit * unit * self._regression.variance(chosen) + EPS)
-        derivative = self.probe.directional_derivatives(
-            update,  # type: ignore[arg-type]  # complete on exact steps
-            batch_size=batch,
-            inputs=inputs,
-            targets=targets,
-            params_before=before,
-            shares=shares,
-        )
-        if self.config.every > 1 and self.config.estimate != "hold" and unit > 0.0:
-            if self._estimated_layers is None:
-                dense = self.probe.dense_layers()
-                layers = self.probe.layers
-                estimate_dense = self.config.estimate == "dense" and 0 < len(dense) < len(layers)
-                chosen_layers = dense if estimate_dense else layers[-1:]
-                self._estimated_layers = tuple(chosen_layers)
-                self._estimated_params = self.probe.parameter_indices(chosen_layers)
-            chosen = self._chosen_shares(shares, batch, inputs.device)
-            self._regression.fit(chosen / unit, (derivative - chosen.sum(dim=1)) / unit)
-        return log_variance(derivative)
-
-    def _chosen_shares(
-        self, shares: Mapping[torch.nn.Module, torch.Tensor], batch: int, device: torch.device
-    ) -> torch.Tensor:
-        """The estimated layers' shares of ``grad f_i^T dw`` as columns ``(B, p)`` (zeros for
-        a layer whose output did not reach the loss)."""
-        assert self._estimated_layers is not None
-        columns = [
-            shares[m] if m in shares else torch.zeros(batch, device=device)
-            for m in self._estimated_layers
-        ]
-        return torch.stack(columns, dim=1).mul_(batch)
+        losses.mean().backward()
+        if lr is None:
+            self.control.step(losses)
+            assert self.control.last_step is not None
+            return self.control.last_step
+        return self.control.step_with(losses, lr)
 
     @torch.no_grad()
     def _mean_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -390,25 +241,6 @@ class TrainingRun:
         """Mean loss and accuracy on the first ``limit`` test examples (all if ``None``)."""
         n = self.data.test_x.shape[0] if limit is None else min(limit, self.data.test_x.shape[0])
         return self._mean_loss(self.data.test_x[:n], self.data.test_y[:n])
-
-
-def _sgd_direction(
-    optimizer: torch.optim.Optimizer,
-) -> Callable[[], list[torch.Tensor | None]] | None:
-    """For plain torch SGD (no weight decay, dampening, Nesterov or maximize) the step is
-    ``dw = -lr d`` with ``d`` the momentum buffer (or the gradient without momentum): a function
-    that returns ``d`` per parameter after a step, which spares copying the parameters.
-    ``None`` for any other optimiser, whose ``dw`` is measured as ``w_after - w_before``."""
-    if not isinstance(optimizer, torch.optim.SGD):
-        return None
-    (group,) = optimizer.param_groups
-    if group["weight_decay"] or group["dampening"] or group["nesterov"] or group["maximize"]:
-        return None
-    params = list(group["params"])
-    if group["momentum"]:
-        state = optimizer.state
-        return lambda: [state[p]["momentum_buffer"] for p in params]
-    return lambda: [p.grad for p in params]
 
 
 def evaluation_steps(steps: int, points: int) -> np.ndarray:
@@ -451,6 +283,7 @@ def train(
     run = TrainingRun(
         task,
         data,
+        controller=controller,
         features=features,
         eval_size=eval_size,
         device=device,
@@ -463,29 +296,11 @@ def train(
     rates: list[float] = []
     phi_hat: list[np.ndarray] = []
     raw: list[tuple[float, float]] = []
-    controller.reset(task.eta0)
-    hypergradient = bool(getattr(controller, "needs_hypergradient", False))
-    run.track_direction = hypergradient
-    lr, diverged, t = task.eta0, not math.isfinite(measured[0]), 0
-
-    def choose(loss: float) -> float:
-        """The controller's rate for step ``t``, asked between its backward pass and update."""
-        nonlocal lr
-        h = run.hypergradient() if hypergradient else None
-        previous = phi_hat[-1] if phi_hat else None
-        state = ControlState(t, previous, lr, task.eta0, task.steps, loss, h)
-        lr = float(controller.learning_rate(state))
-        if not (0.0 < lr < math.inf):
-            raise InvalidConfigError(
-                f"{type(controller).__name__} returned lr={lr!r} at step {t}; "
-                "a learning rate must be a positive finite number"
-            )
-        return lr
-
-    for t in range(1, task.steps + 1):  # choose() reads t
+    diverged = not math.isfinite(measured[0])
+    for t in range(1, task.steps + 1):
         if diverged:
             break
-        outcome = run.step(choose)
+        outcome = run.step()
         losses.append(outcome.loss)
         rates.append(outcome.lr)
         raw.append((outcome.phi1, outcome.phi2))

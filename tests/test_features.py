@@ -127,14 +127,14 @@ def sgd_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float) ->
 def record_batches(run: TrainingRun, monkeypatch: pytest.MonkeyPatch) -> list:
     """Make ``run`` remember every mini-batch it draws."""
     batches: list[tuple[torch.Tensor, torch.Tensor]] = []
-    original = run._batch
+    original = run.next_batch
 
     def spy() -> tuple[torch.Tensor, torch.Tensor]:
         batch = original()
         batches.append(batch)
         return batch
 
-    monkeypatch.setattr(run, "_batch", spy)
+    monkeypatch.setattr(run, "next_batch", spy)
     return batches
 
 
@@ -336,11 +336,50 @@ def test_parameter_used_outside_its_layer(cls: type[nn.Module]) -> None:
     assert abs(phi1 - reference_features(model, x, y, update)[0]) < TOL
 
 
-def test_batchnorm_in_train_mode_gets_a_clear_error() -> None:
-    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Linear(6, 3)).train()
-    x, y = random_batch((4,), 3, 8, seed=1)
-    with pytest.raises(InvalidConfigError, match="eval mode"):
-        base_features(model, x, y, {"1.weight": torch.ones(6)})
+def batch_fixed_reference(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    update: Mapping[str, torch.Tensor],
+) -> float:
+    """``phi1`` with ``df_i`` the derivative of example ``i``'s loss with the whole batch held
+    fixed (BatchNorm's batch statistics move with ``w``): one float64 backward pass per example
+    through the full batch, on a copy of the model's buffers."""
+    p64 = {n: p.detach().double().requires_grad_(True) for n, p in model.named_parameters()}
+    df = torch.zeros(inputs.shape[0], dtype=torch.float64)
+    for i in range(inputs.shape[0]):
+        b64 = {
+            n: b.detach().clone().double() if b.is_floating_point() else b.clone()
+            for n, b in model.named_buffers()
+        }
+        logits = functional_call(model, {**b64, **p64}, (inputs.double(),))
+        loss = F.cross_entropy(logits[i : i + 1], targets[i : i + 1])
+        grads = torch.autograd.grad(loss, list(p64.values()), allow_unused=True)
+        for (name, _), g in zip(p64.items(), grads, strict=True):
+            if g is not None and name in update:
+                df[i] += (g * update[name].double()).sum()
+    return math.log(float(df.var()) + 1e-30)
+
+
+def test_batchnorm_in_train_mode_holds_the_batch_fixed() -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Linear(4, 6),
+        nn.BatchNorm1d(6),
+        nn.ReLU(),
+        nn.Linear(6, 5),
+        nn.BatchNorm1d(5),
+        nn.Linear(5, 3),
+    ).train()
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    x, y = random_batch((4,), 3, 12, seed=1)
+    update = random_update(model, seed=2, scale=0.05)
+    phi1, _ = base_features(model, x, y, update)
+    assert abs(phi1 - batch_fixed_reference(model, x, y, update)) < TOL
+    # not what each example alone through the network would give (that is another quantity)
+    assert abs(phi1 - reference_features(model.eval(), x, y, update)[0]) > 1e-2
+    for n, b in model.named_buffers():  # running statistics untouched
+        assert torch.equal(b, buffers[n]), n
 
 
 # --------------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def test_batches_cover_the_subset_before_repeating() -> None:
     for _ in range(2):  # two passes of 4 batches each
         drawn: list[int] = []
         for _ in range(4):
-            inputs, targets = run._batch()
+            inputs, targets = run.next_batch()
             rows = [index_of[row.numpy().tobytes()] for row in inputs]  # KeyError: not a row
             assert targets.tolist() == data.train_y[rows].tolist()
             drawn += rows
