@@ -156,12 +156,14 @@ def time_steps(
 ) -> dict[str, float]:
     """Median seconds per step of each loop on ``task`` at learning rate ``lr``."""
     run = TrainingRun(task, data)
+    source = TrainingRun(task, data)  # the same initial model, without lrgym's hooks
+    source.control.remove()
     naive_batches = TrainingRun(task, data, memory_format="contiguous")
     loops: dict[str, Callable[[float], object]] = {
-        "naive": PlainLoop(task, naive_model(run.model), naive_batches).step,
-        "plain": PlainLoop(task, copy.deepcopy(run.model), TrainingRun(task, data)).step,
-        "floor": FloorLoop(task, copy.deepcopy(run.model), TrainingRun(task, data)).step,
-        "minimal": MinimalLoop(task, copy.deepcopy(run.model), TrainingRun(task, data)).step,
+        "naive": PlainLoop(task, naive_model(source.model), naive_batches).step,
+        "plain": PlainLoop(task, copy.deepcopy(source.model), TrainingRun(task, data)).step,
+        "floor": FloorLoop(task, copy.deepcopy(source.model), TrainingRun(task, data)).step,
+        "minimal": MinimalLoop(task, copy.deepcopy(source.model), TrainingRun(task, data)).step,
         "lrgym": run.step,
     }
     times: dict[str, list[float]] = {name: [] for name in loops}

@@ -110,6 +110,7 @@ def main() -> None:
                 schedule = lambda t, eta0=task.eta0: eta0  # noqa: E731
             runs = {m: TrainingRun(task, data, features=c) for m, c in configs.items()}
             plain = TrainingRun(task, data)  # its model and optimiser, driven plainly
+            plain.control.remove()  # without lrgym's hooks
             times: dict[str, list[float]] = {m: [] for m in ["plain", *configs]}
             traces: dict[str, list[np.ndarray]] = {m: [] for m in configs}
             for r in range(args.rounds):

@@ -185,6 +185,7 @@ class ControlledLR:
         self._direction_before: list[torch.Tensor] = []
         self._previous_direction: list[torch.Tensor] | None = None
         self._ahead = bool(getattr(self.controller, "chooses_ahead", False))
+        self._forward_only = False  # this step's phi1 by forward-mode AD alone (see _arm)
         self.steps_done = 0
         self.last_step: StepOutcome | None = None
         """The last step's loss, raw features and applied step size."""
@@ -374,15 +375,30 @@ class ControlledLR:
             group["lr"] = lr
 
     def _arm(self) -> None:
-        """Record what the next step's features need during its forward pass."""
-        exact = self.steps_done % self.config.every == 0
-        if exact:
-            self.probe.start(None)
-        elif self.config.estimate != "hold":
-            self.probe.start(self._estimated_layers)
+        """Record what the next step's features need during its forward pass.
+
+        With BatchNorm using batch statistics, exact steps take ``grad f_i^T dw`` from
+        forward-mode AD over every parameter; the layers are then recorded only where the
+        regression of the every-k estimate needs their shares."""
+        probe, config = self.probe, self.config
+        exact = self.steps_done % config.every == 0
+        regression = config.every > 1 and config.estimate != "hold"
+        self._forward_only = exact and probe.mixing()
+        probe.keep_inputs = self._forward_only
+        if self._forward_only:
+            if regression and self._estimated_layers is None:
+                probe.start(None)  # every layer, once, to find the dense ones
+            elif regression:
+                probe.start(self._estimated_layers)
+            else:
+                probe.start(())
+        elif exact:
+            probe.start(None)
+        elif regression:
+            probe.start(self._estimated_layers)
         else:
-            self.probe.stop()
-            self.probe.attach()
+            probe.stop()
+            probe.attach()
 
     def _check(self, losses: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """The step's per-example losses as one detached 1-D tensor, after checking them
@@ -460,7 +476,7 @@ class ControlledLR:
         # dw = -step_size * d
         step_size = lr if self._applied_lr is None else self._applied_lr(self.optimizer)
         direction = record and lr > 0 and self._direction is not None
-        forward_mode = exact and probe.needs_parameters_before()
+        forward_mode = exact and (self._forward_only or probe.needs_parameters_before())
         if forward_mode:
             tracked = self._all_params  # forward-mode AD reruns the passes at w_before
         elif direction or not record:
@@ -563,6 +579,7 @@ class ControlledLR:
             scale=scale,
             params_before=params_before,
             shares=shares,
+            every_parameter=self._forward_only,
         )
         if self.config.every > 1 and self.config.estimate != "hold" and unit > 0.0:
             if self._estimated_layers is None:

@@ -155,7 +155,8 @@ class DirectionalProbe:
         trainable: the parameters that are updated (default: those requiring a gradient);
             layers none of whose parameters are updated are not recorded.
         keep_inputs: keep every pass's inputs, for forward-mode AD over every parameter
-            (otherwise they are kept only where the pass needs it).
+            (otherwise they are kept only where the pass needs it); settable as
+            :attr:`keep_inputs`.
     """
 
     def __init__(
@@ -166,7 +167,7 @@ class DirectionalProbe:
         keep_inputs: bool = False,
     ) -> None:
         self.model = model
-        self._keep_inputs = keep_inputs
+        self.keep_inputs = keep_inputs
         self._records: dict[nn.Module, list[_Record]] = {}
         self._passes: list[_Pass] = []
         self._pending: _Pass | None = None
@@ -222,15 +223,17 @@ class DirectionalProbe:
             handle.remove()
         self._handles = []
 
-    def _mixing(self) -> bool:
+    def mixing(self) -> bool:
+        """Whether some BatchNorm layer uses batch statistics now (train mode, or no running
+        statistics): then each example's output depends on the whole batch."""
         return any(m.training or not m.track_running_stats for m in self._norms)
 
     def _pre_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if self._paused:
             return
-        mixing = self._mixing()
+        mixing = self.mixing()
         self._pending = pending = _Pass(mixing=mixing)
-        if (mixing or self._uncovered or self._keep_inputs) and torch.is_grad_enabled():
+        if (mixing or self._uncovered or self.keep_inputs) and torch.is_grad_enabled():
             pending.args = tuple(_detached(a) for a in args)
             pending.kwargs = {k: _detached(v) for k, v in kwargs.items()}
             pending.rng = (torch.get_rng_state(), _cuda_rng_states())
