@@ -547,8 +547,8 @@ class ControlledLR:
             after = torch._foreach_sub([self._params[i].detach() for i in tracked], before)
             for i, dw in zip(tracked, after, strict=True):
                 update[i] = dw
-        for i, dw in enumerate(update):  # parameters the optimiser does not update
-            if dw is None and not self._optimised[i]:
+        for i, given in enumerate(update):  # parameters the optimiser does not update
+            if given is None and not self._optimised[i]:
                 update[i] = torch.zeros_like(self._params[i])
         params_before = [p.detach() for p in self._params]
         for i, w in zip(tracked, before, strict=True):

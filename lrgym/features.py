@@ -199,8 +199,8 @@ class DirectionalProbe:
         """Hook the model itself, so that its forward passes are recorded (idempotent)."""
         if not self._root_handles:
             self._root_handles = [
-                self.model.register_forward_pre_hook(self._pre_hook, with_kwargs=True),
-                self.model.register_forward_hook(self._post_hook, with_kwargs=True),
+                self.model.register_forward_pre_hook(_Hook(self._pre_hook), with_kwargs=True),
+                self.model.register_forward_hook(_Hook(self._post_hook), with_kwargs=True),
             ]
 
     def detach(self) -> None:
@@ -215,7 +215,7 @@ class DirectionalProbe:
         self.attach()
         self.stop()
         chosen = self.layers if layers is None else tuple(layers)
-        self._handles = [m.register_forward_hook(self._forward_hook) for m in chosen]
+        self._handles = [m.register_forward_hook(_Hook(self._forward_hook)) for m in chosen]
 
     def stop(self) -> None:
         """Stop recording layers (what was recorded stays until :meth:`clear`)."""
@@ -368,8 +368,9 @@ class DirectionalProbe:
                 if len(active) == 1 and active[0][0] in per_pass:
                     shares[module] = per_pass[active[0][0]]
                     continue
+                device = next(iter(per_pass.values())).device
                 pieces = [
-                    per_pass[k] if k in per_pass else torch.zeros(p.batch, device=weight.device)
+                    per_pass[k] if k in per_pass else torch.zeros(p.batch, device=device)
                     for k, p in active
                 ]
                 shares[module] = torch.cat(pieces)
@@ -458,9 +459,8 @@ class DirectionalProbe:
         self._paused = True  # the extra forward pass is not to be recorded
         try:
             with torch.random.fork_rng(devices=devices):
-                _, tangent = torch.func.jvp(
-                    output, tuple(values[n] for n in names), tuple(tangents)
-                )
+                primals = tuple(values[n] for n in names)
+                tangent = torch.func.jvp(output, primals, tuple(tangents))[1]
         except RuntimeError as exc:
             raise InvalidConfigError(
                 f"forward-mode differentiation of {type(self.model).__name__} failed ({exc}); "
@@ -471,6 +471,29 @@ class DirectionalProbe:
             self._paused = False
         grad = recorded.grad.to(tangent.dtype)
         return torch.linalg.vecdot(tangent.flatten(1), grad.flatten(1)).detach().to(torch.float32)
+
+
+class _Hook:
+    """A probe's hook on a module. A copy of the model (``copy.deepcopy``, pickling) gets an
+    inert hook instead: the copy is not recorded into this probe, nor drags a copy of it along.
+    """
+
+    def __init__(self, function: Any) -> None:
+        self.function = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function(*args, **kwargs)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _InertHook:
+        return _InertHook()
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (_InertHook, ())
+
+
+class _InertHook:
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def _detached(value: Any) -> Any:

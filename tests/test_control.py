@@ -12,6 +12,7 @@ import dataclasses
 import io
 import json
 import math
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -255,6 +256,34 @@ def test_sum_reduction_is_declared_not_guessed(digits: ArrayDataset) -> None:
     assert results["mean"] == pytest.approx(results["sum"], abs=TOL)
 
 
+def test_copies_of_the_model_are_not_recorded(digits: ArrayDataset) -> None:
+    """A deep copy (an EMA model, the best model so far) or a pickled model carries inert hooks:
+    training the copy neither feeds nor breaks the original's controller."""
+    torch.manual_seed(0)
+    model = ResidualBN(width=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    control = lrgym.ControlledLR(model, optimizer, "mnist-sgd")
+    copies = [copy.deepcopy(model)]
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    copies.append(torch.load(buffer, weights_only=False))
+    (x, y), (x2, y2) = digit_batches(digits, 2, 16, seed=5)
+    for other in copies:
+        hooks = [
+            h
+            for m in other.modules()
+            for h in [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]
+        ]
+        assert hooks and all(h(None, (), {}) is None and not vars(h) for h in hooks)  # inert
+        F.cross_entropy(other(x2), y2).backward()  # forward and backward of a copy
+    assert control.probe.forward_passes == 0
+    losses = F.cross_entropy(model(x), y, reduction="none")
+    losses.mean().backward()
+    control.step(losses)
+    assert control.last_step is not None and math.isfinite(control.last_step.phi1)
+
+
 # --------------------------------------------------------------------------------------------
 # checkpoints
 
@@ -486,3 +515,15 @@ def test_controller_state_reflects_a_user_controller() -> None:
         assert controller.seen[-1].loss == pytest.approx(float(losses.mean()))
     assert [s.step for s in controller.seen] == [1, 2, 3]
     assert controller.seen[0].features is None and controller.seen[1].features is not None
+
+
+def test_readme_example_runs_and_learns() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Use a learned controller in your own training loop")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    assert len(code.strip().splitlines()) <= 15
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    losses = namespace["losses"]
+    assert isinstance(losses, torch.Tensor) and float(losses.mean()) < 0.3
+    assert 1e-4 < float(namespace["lr"]) < 1.0  # type: ignore[arg-type]
