@@ -257,12 +257,15 @@ def _slug(job: Job) -> str:
 
 
 def _controllers(paths: Sequence[str]) -> list[tuple[str, str]]:
-    """``(name, absolute path)`` of each ``[NAME=]FILE``; names default to the file's stem."""
+    """``(name, absolute path)`` of each ``[NAME=]FILE`` (``FILE`` may be a pretrained
+    controller's name); names default to the file's stem."""
     named: list[tuple[str, str]] = []
     for item in paths:
         name, _, file = item.rpartition("=") if "=" in item else ("", "", item)
-        source = Path(file).expanduser().resolve()
-        load_controller(source)  # a clear error now rather than in a worker
+        given = Path(file).expanduser()
+        saved = load_controller(given.resolve() if given.exists() else file)  # errors now
+        assert saved.path is not None
+        source = saved.path.resolve()
         name = name or (source.parent.name if source.stem == "controller" else source.stem)
         if any(name == other for other, _ in named) or name in BASELINES or "[" in name:
             raise InvalidConfigError(
@@ -436,7 +439,8 @@ def add_arguments(parser: Any) -> None:
         action="append",
         default=[],
         metavar="[NAME=]FILE",
-        help="a learned controller file (repeatable; name: the file's folder or stem)",
+        help="a learned controller file or a pretrained controller's name (repeatable; name: "
+        "the file's folder or stem)",
     )
     parser.add_argument(
         "--baselines",

@@ -62,7 +62,9 @@ def register(commands: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
         _specific(name, parser)
 
     evaluate = commands.add_parser("evaluate", help="run a learned controller on fresh tasks")
-    evaluate.add_argument("controller", help="a controller file (lrgym train writes one)")
+    evaluate.add_argument(
+        "controller", help="a controller file (lrgym train writes one) or a pretrained name"
+    )
     evaluate.add_argument("--env", default=None, help="env id (default: the controller's)")
     evaluate.add_argument("--episodes", type=int, default=10, help="number of tasks")
     evaluate.add_argument("--seed", type=int, default=0, help="tasks are reset(seed=S+k)")

@@ -15,8 +15,10 @@ with input ``x_l`` and output gradient ``g_l = dL/dy_l`` of the mean loss ``L = 
 the layer's share of example ``i``'s directional derivative is
 ``B * <g_l[i], layer(x_l[i]; dW_l, db_l)>``: the layer applied to its own input with the update
 as its weights. The input and the output gradient come from the normal forward/backward pass;
-the cost is one extra forward of each layer. Parameters of other layer types are handled exactly
-by forward-mode automatic differentiation (``torch.func.jvp``) of the per-example loss vector.
+the cost is one extra forward of each layer. Parameters of other layer types, and every
+parameter when BatchNorm uses batch statistics (each example's loss then depends on the whole
+batch; the derivative holds the batch fixed), are handled exactly by forward-mode automatic
+differentiation (``torch.func.jvp``) of the model's output, dotted with the output's gradient.
 
 :class:`FeatureSmoother` keeps the running averages and uncertainties
 (``a <- gamma a + (1 - gamma) phi``; ``u <- gamma u + (1 - gamma) (phi - a)^2``) and builds the
