@@ -512,7 +512,7 @@ def test_controller_state_reflects_a_user_controller() -> None:
         )
         losses.mean().backward()
         assert control.step(losses) == pytest.approx(0.4 / 2 ** len(controller.seen))
-        assert controller.seen[-1].loss == pytest.approx(float(losses.mean()))
+        assert controller.seen[-1].loss == pytest.approx(float(losses.detach().mean()))
     assert [s.step for s in controller.seen] == [1, 2, 3]
     assert controller.seen[0].features is None and controller.seen[1].features is not None
 
