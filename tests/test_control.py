@@ -69,6 +69,7 @@ def plain_optimizer(task: Task, model: nn.Module) -> torch.optim.Optimizer:
 CASES = {
     "sgd-momentum, pretrained, exact": ("sgd", "mnist-sgd", FeatureConfig()),
     "sgd-momentum, every 3 dense": ("sgd", "mnist-sgd", FeatureConfig(every=3)),
+    "rmsprop, pretrained": ("rmsprop", "mnist-rmsprop", FeatureConfig()),
     "rmsprop, plateau (asks after backward)": ("rmsprop", "plateau", FeatureConfig()),
 }
 
