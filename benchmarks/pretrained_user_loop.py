@@ -1,7 +1,8 @@
 """A pretrained controller in a user's own training loop on real MNIST, against constant rates.
 
 The loop is what a user writes: a model outside lrgym's task family (``user_models.Net``: a
-small CNN with batch normalisation and a residual block), ``torch.optim.SGD`` with momentum 0.9,
+small CNN with a residual block, with batch normalisation by default, ``--model bn-resnet``, or
+without, ``--model resnet``), ``torch.optim.SGD`` with momentum 0.9,
 batches of 64 drawn from all 60,000 training images, ``--steps`` steps. From each initial
 learning rate of the grid (``--grid``, default 1e-5 to 1 in half decades: five decades) it runs
 
@@ -49,7 +50,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     x_all, y_all = data.normalise(data.train_x), data.train_y
     gen = torch.Generator().manual_seed(job["seed"])
     torch.manual_seed(job["seed"])
-    model = Net(batchnorm=True)
+    model = Net(batchnorm=job["model"] == "bn-resnet")
     optimizer = torch.optim.SGD(model.parameters(), lr=job["eta0"], momentum=0.9)
     control = None
     if job["method"] == "controlled":
@@ -108,6 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--controller", default="mnist-sgd")
+    parser.add_argument("--model", choices=("bn-resnet", "resnet"), default="bn-resnet")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seeds", type=int, default=3)
@@ -123,6 +125,7 @@ def main() -> None:
             "eta0": eta0,
             "seed": seed,
             "controller": args.controller,
+            "model": args.model,
             "data_root": args.data_root,
             "steps": args.steps,
             "batch_size": args.batch_size,
@@ -158,7 +161,7 @@ def main() -> None:
         return [r for r in rows if r["method"] == method and r["eta0"] == eta0]
 
     print(
-        f"\n{args.controller} in a user loop: BN-ResNet on MNIST, SGD momentum 0.9, "
+        f"\n{args.controller} in a user loop: {args.model} on MNIST, SGD momentum 0.9, "
         f"{args.steps} steps of {args.batch_size}, {args.seeds} seeds; wall {wall:.0f} s"
     )
     print("| eta0 | constant: final train loss (geo. mean) | diverged | controlled | diverged |")
