@@ -36,6 +36,11 @@ batch statistics (train mode: example ``i``'s loss then depends on the whole bat
 model's output, which runs the forward pass again (dropout draws the same masks again).
 ``feature_every=k`` computes ``phi1`` exactly every ``k`` steps only (see
 :class:`lrgym.FeatureConfig`).
+
+Not seen: submodules called directly instead of the model (call the model itself), and a conv
+or linear layer's weight used outside that layer's own forward as well (tied weights): the
+contraction then misses that use (:func:`lrgym.features.base_features` detects and handles it,
+the loop cannot tell it from a clipped gradient).
 """
 
 from __future__ import annotations
