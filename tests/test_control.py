@@ -238,7 +238,7 @@ def test_gradient_accumulation_matches_one_batch(digits: ArrayDataset) -> None:
     assert abs(one.phi1 - two.phi1) < TOL and abs(one.phi2 - two.phi2) < 1e-9
 
 
-def test_sum_reduction_is_declared_not_guessed(digits: ArrayDataset) -> None:
+def test_declared_sum_reduction_gives_the_mean_features(digits: ArrayDataset) -> None:
     ((x, y),) = digit_batches(digits, 1, 24, seed=3)
     results = {}
     for reduction in ("mean", "sum"):
@@ -490,7 +490,7 @@ def test_a_path_still_loads_a_file(tmp_path) -> None:
         lrgym.load_controller(tmp_path / "missing.json")
 
 
-def test_controller_state_reflects_a_user_controller() -> None:
+def test_user_controller_is_asked_after_backward_with_the_step_loss() -> None:
     """Any object with learning_rate() works; it is asked after the backward pass with the
     step's loss."""
 
