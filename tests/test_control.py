@@ -216,6 +216,30 @@ def test_forward_mode_replays_dropout_and_covers_norm_layers() -> None:
     assert abs(control.last_step.phi1 - phi1) < TOL
 
 
+def test_parameter_groups_and_weight_decay_are_measured(digits: ArrayDataset) -> None:
+    """AdamW with weight decay on the weights only, in two parameter groups: every group gets
+    the controller's rate, and phi1 is that of the update actually applied."""
+    torch.manual_seed(0)
+    model = ResidualBN(width=4).eval()  # BatchNorm on running statistics: the contraction
+    decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    rest = [p for n, p in model.named_parameters() if not n.endswith("weight")]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=1e-3
+    )
+    control = lrgym.ControlledLR(model, optimizer, LogLinearController([0, 0, 0, 0, -6.0]))
+    for step, (x, y) in enumerate(digit_batches(digits, 3, 16, seed=6)):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        snapshot = copy.deepcopy(model)
+        optimizer.zero_grad()
+        losses = F.cross_entropy(model(x), y, reduction="none")
+        losses.mean().backward()
+        lr = control.step(losses)
+        assert [g["lr"] for g in optimizer.param_groups] == [lr, lr]
+        update = {n: p.detach() - before[n] for n, p in model.named_parameters()}
+        assert control.last_step is not None
+        assert abs(control.last_step.phi1 - base_features(snapshot, x, y, update)[0]) < TOL, step
+
+
 def test_gradient_accumulation_matches_one_batch(digits: ArrayDataset) -> None:
     """Two micro-batches of 16, each backpropagating half its mean, give the features of one
     batch of 32."""
