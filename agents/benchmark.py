@@ -36,6 +36,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,8 +263,7 @@ def _controllers(paths: Sequence[str]) -> list[tuple[str, str]]:
     named: list[tuple[str, str]] = []
     for item in paths:
         name, _, file = item.rpartition("=") if "=" in item else ("", "", item)
-        given = Path(file).expanduser()
-        saved = load_controller(given.resolve() if given.exists() else file)  # errors now
+        saved = load_controller(os.path.expanduser(file))  # a clear error now, not in a worker
         assert saved.path is not None
         source = saved.path.resolve()
         name = name or (source.parent.name if source.stem == "controller" else source.stem)

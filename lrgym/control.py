@@ -502,7 +502,9 @@ class ControlledLR:
             return self.last_step
         log_lr2 = 2.0 * math.log(step_size) if step_size > 0 else -math.inf
         if record:
-            phi1 = self._phi1_from_records(before, tracked, direction, exact, step_size)
+            phi1 = self._phi1_from_records(
+                before, tracked, direction, exact, step_size, forward_mode
+            )
             if direction:  # measured along d, and dw = -lr d
                 phi1 += log_lr2
             if exact:
@@ -542,8 +544,10 @@ class ControlledLR:
         direction: bool,
         exact: bool,
         lr: float,
+        forward_mode: bool,
     ) -> float:
-        """phi1 from the recorded layers, along ``d`` when ``direction`` else along ``dw``."""
+        """phi1 from the recorded layers, along ``d`` when ``direction`` else along ``dw``
+        (``forward_mode``: ``before`` holds every updated parameter, for forward-mode AD)."""
         update: list[torch.Tensor | None] = [None] * len(self._params)
         if direction:
             assert self._direction is not None
@@ -555,9 +559,11 @@ class ControlledLR:
         for i, given in enumerate(update):  # parameters the optimiser does not update
             if given is None and not self._optimised[i]:
                 update[i] = torch.zeros_like(self._params[i])
-        params_before = [p.detach() for p in self._params]
-        for i, w in zip(tracked, before, strict=True):
-            params_before[i] = w
+        params_before: list[torch.Tensor] = []  # only forward-mode AD reads them
+        if forward_mode:
+            params_before = [p.detach() for p in self._params]
+            for i, w in zip(tracked, before, strict=True):
+                params_before[i] = w
         unit = 1.0 if direction else lr  # the update is unit * d
         return self._contract_phi1(update, params_before, unit, exact)
 

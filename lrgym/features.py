@@ -312,15 +312,11 @@ class DirectionalProbe:
         forward-mode AD)."""
         return bool(self._uncovered)
 
-    @property
-    def contraction_is_exact(self) -> bool:
-        """Whether the last passes' ``grad f_i^T dw`` came from the layer contraction alone (no
-        BatchNorm with batch statistics, every updated parameter in a conv/linear layer)."""
-        return not self._uncovered and not any(p.mixing for p in self.passes)
-
     def needs_parameters_before(self) -> bool:
         """Whether :meth:`directional_derivatives` will run forward-mode AD, which needs the
-        parameters at which the passes ran."""
+        parameters at which the passes ran (otherwise the layer contraction alone gives
+        ``grad f_i^T dw``: no BatchNorm with batch statistics, every updated parameter in a
+        conv/linear layer)."""
         return bool(self._uncovered) or any(p.mixing for p in self.passes)
 
     def parameter_indices(self, layers: Iterable[nn.Module]) -> list[int]:
@@ -613,8 +609,6 @@ def base_features(
                 f"update[{name!r}] has shape {tuple(dw.shape)}, the parameter {tuple(param.shape)}"
             )
         dws.append(dw.detach().to(param.dtype))
-    if inputs.shape[0] < 2:
-        raise InvalidConfigError("a feature needs a batch of at least 2 examples")
     probe = DirectionalProbe(model, trainable=params.values(), keep_inputs=True)
     before = [p.detach() for p in params.values()]
     buffers = {n: b.clone() for n, b in model.named_buffers()}
@@ -627,7 +621,7 @@ def base_features(
         probe.stop()
         batch = inputs.shape[0]
         derivative = probe.directional_derivatives(dws, scale=batch, params_before=before)
-        if probe.contraction_is_exact:
+        if not probe.needs_parameters_before():  # the contraction alone
             # sum_i grad f_i^T dw = B grad L^T dw. A weight also used outside its own layer
             # (tied weights, F.linear(x, layer.weight)) breaks the per-layer contraction and
             # this identity; forward-mode AD over every parameter is exact for any model.
