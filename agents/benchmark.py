@@ -62,7 +62,7 @@ from lrgym.leaderboard import (
     write_leaderboard,
     write_results,
 )
-from lrgym.suites import Suite, get_suite
+from lrgym.suites import SUITES, Suite, get_suite
 
 FORMAT = "lrgym-benchmark"
 VERSION = 1
@@ -277,7 +277,7 @@ def _controllers(paths: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def run_benchmark(
-    suite_name: str,
+    suite: str | Suite,
     out: str | Path,
     *,
     controllers: Sequence[str] = (),
@@ -296,7 +296,10 @@ def run_benchmark(
     """Run a benchmark into ``out`` (see the module docstring); returns ``out/results.csv``.
 
     Args:
-        suite_name: a suite of :data:`lrgym.suites.SUITES`.
+        suite: a suite of :data:`lrgym.suites.SUITES` by name, or a :class:`lrgym.suites.Suite`
+            of your own (e.g. ``dataclasses.replace(get_suite("mnist-full"), name=...,
+            env_kwargs=...)`` for shorter runs; give it a name of its own, since results
+            carry the suite's name and version).
         out: the output folder.
         controllers: learned controller files, ``FILE`` or ``NAME=FILE``.
         baselines: comma-separated baseline names (``None``: all).
@@ -314,7 +317,14 @@ def run_benchmark(
             benchmark (or any benchmark without ``resume``).
         DatasetNotFoundError: the suite's data is not there (the message says where to put it).
     """
-    suite = get_suite(suite_name)
+    if not isinstance(suite, Suite):
+        suite = get_suite(suite)
+    elif suite.name in SUITES and SUITES[suite.name] != suite:
+        raise InvalidConfigError(
+            f"this suite is not lrgym's suite {suite.name!r} but carries its name, so its "
+            "results would pass for that suite's; give it a name of its own, e.g. "
+            f"dataclasses.replace(suite, name={suite.name + '-custom'!r})"
+        )
     named = _controllers(controllers)
     jobs = plan(
         suite,
@@ -431,7 +441,6 @@ def _resume(folder: Path, settings: dict[str, Any], resume: bool) -> dict[Any, d
 
 def add_arguments(parser: Any) -> None:
     """The ``lrgym benchmark`` flags."""
-    from lrgym.suites import SUITES
 
     parser.add_argument("--suite", required=True, help=f"one of {', '.join(SUITES)}")
     parser.add_argument(

@@ -280,10 +280,11 @@ def controller_for(
 
 
 def progress_bar(description: str, total: int, done: int, unit: str = "episode") -> Any:
-    """A tqdm bar of episodes (or other ``unit``) on stderr (a line per 30 s when stderr is a
-    log file)."""
+    """A tqdm bar of episodes (or other ``unit``) on stderr: redrawn twice a second on a
+    terminal or in a Jupyter notebook, a line per 30 s when stderr is a log file."""
     from tqdm import tqdm
 
+    live = sys.stderr.isatty() or type(sys.stderr).__module__.startswith("ipykernel")
     return tqdm(
         total=total,
         initial=done,
@@ -291,5 +292,5 @@ def progress_bar(description: str, total: int, done: int, unit: str = "episode")
         desc=description,
         file=sys.stderr,
         dynamic_ncols=True,
-        mininterval=0.5 if sys.stderr.isatty() else 30.0,
+        mininterval=0.5 if live else 30.0,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -172,6 +173,33 @@ def test_an_existing_benchmark_needs_resume_and_the_same_settings(tmp_path: Path
     before = (tmp_path / "results.csv").read_bytes()
     run_benchmark("toy", tmp_path, baselines="step", tasks=1, resume=True, progress=False)
     assert (tmp_path / "results.csv").read_bytes() == before  # nothing ran again
+
+
+def test_a_suite_of_your_own_runs_its_env_kwargs_under_its_own_name(tmp_path: Path) -> None:
+    learned = controller_file(tmp_path)
+    short = dataclasses.replace(get_suite("toy"), name="toy-short", env_kwargs={"steps": [7, 7]})
+    csv_path = run_benchmark(
+        short,
+        tmp_path / "out",
+        controllers=[f"mine={learned}"],
+        baselines="constant",
+        tasks=1,
+        perturb=0,
+        progress=False,
+        figures=False,
+    )
+    rows = read_results(csv_path)
+    assert {r["suite"] for r in rows} == {"toy-short"} and {r["steps"] for r in rows} == {7}
+    settings = json.loads((tmp_path / "out" / "benchmark.json").read_text())
+    assert settings["suite"] == short.to_dict()
+    env = gym.make("StepSizeControl-Toy-v0", steps=[7, 7])  # the same run, by hand
+    env.reset(seed=short.task_seeds[0])
+    _, reward, *_ = env.step(env.unwrapped.theta_to_action(THETA))
+    (mine,) = [r for r in rows if r["controller"] == "mine"]
+    assert mine["reward"] == reward
+    impostor = dataclasses.replace(short, name="toy")  # another definition under a suite's name
+    with pytest.raises(InvalidConfigError, match="name of its own"):
+        run_benchmark(impostor, tmp_path / "other", baselines="constant", progress=False)
 
 
 def test_a_suite_without_its_data_says_where_to_put_it(tmp_path: Path) -> None:
