@@ -286,7 +286,7 @@ def run_benchmark(
     eta0_sweep: bool = False,
     perturb: float = 0.2,
     data_root: str | None = None,
-    backend: str = "serial",
+    backend: str | None = None,
     workers: int = 1,
     ray_address: str | None = None,
     resume: bool = False,
@@ -409,6 +409,14 @@ def run_benchmark(
     return csv_path
 
 
+def _comparable(key: str, value: Any) -> Any:
+    """What of a setting must match to resume: a controller file may have moved (a pretrained
+    one lives wherever lrgym is installed), its name and content may not have changed."""
+    if key == "controllers" and isinstance(value, list):
+        return [{k: v for k, v in c.items() if k != "path"} for c in value]
+    return value
+
+
 def _resume(folder: Path, settings: dict[str, Any], resume: bool) -> dict[Any, dict[str, Any]]:
     """The finished rows of the benchmark in ``folder`` (none for a new one)."""
     meta = folder / "benchmark.json"
@@ -427,7 +435,11 @@ def _resume(folder: Path, settings: dict[str, Any], resume: bool) -> dict[Any, d
         stored = json.loads(meta.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise LrgymError(f"--resume: {meta} is not readable ({error})") from None
-    changed = [k for k in settings if k != "lrgym_version" and stored.get(k) != settings[k]]
+    changed = [
+        k
+        for k in settings
+        if k != "lrgym_version" and _comparable(k, stored.get(k)) != _comparable(k, settings[k])
+    ]
     if changed:
         raise InvalidConfigError(
             f"--resume: the benchmark in {folder} was started with other settings "

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from agents.benchmark import add_arguments as add_benchmark_arguments
+from agents.collect import resolve_backend
 from lrgym.cli import add_env_arguments, env_kwargs_from, save_curves
 from lrgym.errors import LrgymError
 
@@ -135,9 +136,7 @@ _SETTINGS = {
 
 
 def _backend_name(args: argparse.Namespace) -> str:
-    if args.backend is not None:
-        return str(args.backend)
-    return "ray" if args.ray_address else ("serial" if args.workers == 1 else "process")
+    return resolve_backend(args.backend, args.workers, args.ray_address)
 
 
 def _train(args: argparse.Namespace) -> int:

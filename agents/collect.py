@@ -518,6 +518,14 @@ class RayPool(WorkerPool):
             self._ray.shutdown()
 
 
+def resolve_backend(backend: str | None, workers: int, ray_address: str | None = None) -> str:
+    """``backend``, or for ``None`` the default: ``"ray"`` with a ``ray_address``, else
+    ``"serial"`` for one worker and ``"process"`` for more (as ``lrgym train`` picks)."""
+    if backend is not None:
+        return backend
+    return "ray" if ray_address else ("serial" if workers == 1 else "process")
+
+
 def _check_backend(backend: str, workers: int, ray_address: str | None) -> None:
     if backend not in BACKENDS:
         raise choice_error("backend", backend, BACKENDS)
@@ -531,14 +539,16 @@ def _check_backend(backend: str, workers: int, ray_address: str | None) -> None:
 
 
 def make_pool(
-    backend: str,
+    backend: str | None,
     initializer: Callable[..., Any],
     args: Sequence[Any] = (),
     *,
     workers: int = 1,
     ray_address: str | None = None,
 ) -> WorkerPool:
-    """The worker pool of ``backend`` (``"serial"``, ``"process"`` or ``"ray"``)."""
+    """The worker pool of ``backend`` (``"serial"``, ``"process"`` or ``"ray"``; ``None``: see
+    :func:`resolve_backend`)."""
+    backend = resolve_backend(backend, workers, ray_address)
     _check_backend(backend, workers, ray_address)
     if backend == "serial":
         return SerialPool(initializer, args)
@@ -647,14 +657,16 @@ class RayCollector(_PoolCollector):
 
 
 def make_collector(
-    backend: str,
+    backend: str | None,
     env_id: str,
     env_kwargs: Mapping[str, Any] | None = None,
     *,
     workers: int = 1,
     ray_address: str | None = None,
 ) -> Collector:
-    """The collector of ``backend`` (``"serial"``, ``"process"`` or ``"ray"``)."""
+    """The collector of ``backend`` (``"serial"``, ``"process"`` or ``"ray"``; ``None``: see
+    :func:`resolve_backend`)."""
+    backend = resolve_backend(backend, workers, ray_address)
     _check_backend(backend, workers, ray_address)
     if backend == "serial":
         return SerialCollector(env_id, env_kwargs)

@@ -26,7 +26,7 @@ def evaluate_controller(
     episodes: int,
     seed: int = 0,
     env_kwargs: Mapping[str, Any] | None = None,
-    backend: str = "serial",
+    backend: str | None = None,
     workers: int = 1,
     ray_address: str | None = None,
     keep_curves: bool = False,

@@ -47,7 +47,7 @@ def train(
     seed: int = 0,
     env_kwargs: Mapping[str, Any] | None = None,
     same_task: bool = False,
-    backend: str = "serial",
+    backend: str | None = None,
     workers: int = 1,
     ray_address: str | None = None,
     resume: bool = False,

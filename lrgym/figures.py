@@ -76,9 +76,6 @@ class _Styles:
 
 
 def _new_figure(width: float, height: float, panels: int = 1) -> tuple[Figure, list[Axes]]:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

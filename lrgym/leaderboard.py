@@ -569,9 +569,9 @@ seconds. The brackets are 95% confidence intervals from a bootstrap over tasks (
 of the tasks with replacement, fixed seed, 2.5th and 97.5th percentiles). *within 2x of \
 oracle* is the robustness score: the share of the line's runs whose final training loss is at \
 most twice the oracle's on the same task (a diverged run never counts). The oracle is the best \
-grid constant of each task, chosen by final training loss after the fact: an upper bound that \
-no single constant achieves on every task; its wall time is that of the whole grid, the cost \
-of finding it. Lines are sorted by final train loss.
+grid constant of each task, chosen by final training loss after the fact: a single constant \
+matches it only where it is the best on every task, and a controller that changes the rate \
+can beat it; its wall time is that of the whole grid, the cost of finding it. Lines are sorted by final train loss.
 """
 
 SENSITIVITY_NOTE = """\

@@ -15,9 +15,6 @@ def draw_curves(
     Returns:
         an RGB image, ``(height, width, 3)`` uint8. Before any run, empty axes.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

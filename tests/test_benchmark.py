@@ -202,6 +202,39 @@ def test_a_suite_of_your_own_runs_its_env_kwargs_under_its_own_name(tmp_path: Pa
         run_benchmark(impostor, tmp_path / "other", baselines="constant", progress=False)
 
 
+def test_a_benchmark_resumes_with_a_moved_controller_file_but_not_a_changed_one(
+    tmp_path: Path,
+) -> None:
+    first = controller_file(tmp_path)
+    out = tmp_path / "out"
+
+    def run(path: Path, resume: bool) -> None:
+        run_benchmark(
+            "toy",
+            out,
+            controllers=[f"mine={path}"],
+            baselines="step",
+            tasks=1,
+            perturb=0,
+            resume=resume,
+            progress=False,
+            figures=False,
+        )
+
+    run(first, resume=False)
+    before = without_wall_time(out / "results.csv")
+    moved = tmp_path / "elsewhere" / "learned.json"  # e.g. a pretrained file, lrgym reinstalled
+    moved.parent.mkdir()
+    first.rename(moved)
+    run(moved, resume=True)
+    assert without_wall_time(out / "results.csv") == before
+    changed = json.loads(moved.read_text())
+    changed["theta"][4] -= 1.0
+    moved.write_text(json.dumps(changed))
+    with pytest.raises(InvalidConfigError, match="controllers differ"):
+        run(moved, resume=True)
+
+
 def test_a_suite_without_its_data_says_where_to_put_it(tmp_path: Path) -> None:
     with pytest.raises(DatasetNotFoundError) as error:
         run_benchmark("cifar10-quick", tmp_path / "out", data_root=str(tmp_path), progress=False)

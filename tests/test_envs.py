@@ -259,6 +259,24 @@ def test_render_draws_the_last_run(fake_root: Path, mnist_root: Path) -> None:
     assert plain.render() is None
 
 
+def test_render_and_figures_leave_the_plotting_backend_alone() -> None:
+    # a notebook's inline backend must survive env.render() and the benchmark's figures
+    code = (
+        "import matplotlib\n"
+        "matplotlib.use('svg')\n"
+        "import gymnasium as gym, lrgym\n"
+        "from lrgym.figures import _new_figure\n"
+        "env = gym.make('StepSizeControl-Toy-v0', render_mode='rgb_array')\n"
+        "env.reset(seed=0)\n"
+        "env.render()\n"
+        "_new_figure(4, 3)\n"
+        "print(matplotlib.get_backend())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "svg"
+
+
 def test_a_given_task_can_be_replayed(fake_root: Path, mnist_root: Path) -> None:
     env = make("StepSizeControl-Toy-v0", fake_root, mnist_root)
     _, info = env.reset(seed=9)

@@ -28,6 +28,7 @@ from agents.collect import (
     SerialCollector,
     episode_seeds,
     make_collector,
+    resolve_backend,
 )
 from agents.evaluation import evaluate_controller
 from agents.loop import train
@@ -184,6 +185,14 @@ def test_collectors_reject_bad_batches_and_settings() -> None:
         make_collector("serial", TOY, workers=2)
     with pytest.raises(InvalidConfigError, match="needs backend='ray'"):
         make_collector("process", TOY, workers=2, ray_address="127.0.0.1:1")
+
+
+def test_without_a_backend_more_workers_mean_processes_as_on_the_command_line() -> None:
+    assert resolve_backend(None, 1) == "serial" and resolve_backend(None, 2) == "process"
+    assert resolve_backend(None, 2, "127.0.0.1:1") == "ray"
+    assert resolve_backend("serial", 2) == "serial"  # a named backend is kept (and checked)
+    with make_collector(None, TOY, workers=2) as collector:
+        assert isinstance(collector, ProcessCollector)
 
 
 # --------------------------------------------------------------------------------------------
