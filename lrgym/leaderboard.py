@@ -571,7 +571,8 @@ oracle* is the robustness score: the share of the line's runs whose final traini
 most twice the oracle's on the same task (a diverged run never counts). The oracle is the best \
 grid constant of each task, chosen by final training loss after the fact: a single constant \
 matches it only where it is the best on every task, and a controller that changes the rate \
-can beat it; its wall time is that of the whole grid, the cost of finding it. Lines are sorted by final train loss.
+can beat it; its wall time is that of the whole grid, the cost of finding it. Lines are \
+sorted by final train loss.
 """
 
 SENSITIVITY_NOTE = """\
