@@ -453,7 +453,6 @@ def _resume(folder: Path, settings: dict[str, Any], resume: bool) -> dict[Any, d
 
 def add_arguments(parser: Any) -> None:
     """The ``lrgym benchmark`` flags."""
-
     parser.add_argument("--suite", required=True, help=f"one of {', '.join(SUITES)}")
     parser.add_argument(
         "--controller",
