@@ -514,7 +514,10 @@ def _mean_with_ci(rows: list[Row], value: Callable[[Mapping[str, Any]], float]) 
     return f"{_number(float(np.mean(tasks)))} [{_number(low)}, {_number(high)}]"
 
 
-def _loss_with_ci(rows: list[Row]) -> str:
+def loss_with_ci(rows: Iterable[Mapping[str, Any]]) -> str:
+    """The geometric-mean final training loss of ``rows`` (:func:`geometric_mean_loss`) with
+    its 95% bootstrap interval over tasks (:func:`bootstrap_ci` of the per-task log losses), as
+    the leaderboard prints it: ``"0.0208 [0.0127, 0.0323]"``."""
     logs = np.array(list(per_task_values(rows, _log_loss).values()))
     low, high = bootstrap_ci(logs)
     with np.errstate(invalid="ignore"):
@@ -633,7 +636,7 @@ def leaderboard_markdown(rows: Iterable[Mapping[str, Any]]) -> str:
                 line.label,
                 line.kind,
                 str(len(line.rows)),
-                _loss_with_ci(line.rows),
+                loss_with_ci(line.rows),
                 _mean_with_ci(line.rows, lambda r: r["reward"]),
                 _mean_with_ci(line.rows, lambda r: r["test_accuracy"]),
                 str(sum(is_diverged(r) for r in line.rows)),
