@@ -1,6 +1,8 @@
 """lrgym: neural-network training as a Gymnasium episodic bandit.
 
-Importing lrgym registers the ``StepSizeControl-*`` environments with Gymnasium.
+Importing lrgym registers the ``StepSizeControl-*`` environments with Gymnasium: the bandit
+envs (one episode, one training run) and the ``StepSizeControl-Dynamic-*`` envs (one action per
+stretch of the run).
 """
 
 from lrgym.control import ControlledLR
@@ -27,13 +29,14 @@ from lrgym.errors import (
     LrgymError,
 )
 from lrgym.features import FeatureConfig, base_features
-from lrgym.registration import ENV_KWARGS, register_envs
+from lrgym.registration import DYNAMIC_ENV_KWARGS, ENV_KWARGS, register_envs
 from lrgym.tasks import Task, TaskFamily
 from lrgym.training import Curves, TrainingResult, train
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DYNAMIC_ENV_KWARGS",
     "ENV_KWARGS",
     "ConstantController",
     "ControlState",

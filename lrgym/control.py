@@ -631,6 +631,8 @@ def _resolve(
     if isinstance(controller, (str, os.PathLike)):
         controller = load_controller(controller)
     if isinstance(controller, SavedController):
+        if controller.is_dynamic:
+            controller.controller()  # raises, saying what a per-step policy file is
         if controller.is_policy:
             raise InvalidConfigError(
                 "this controller file holds a contextual policy, whose theta depends on a "

@@ -6,7 +6,10 @@ A controller file holds either
   REPS, CMA-ES, random search write these), or
 * a **contextual policy** (Stable-Baselines3 learners): a reference to the saved model, which
   maps a task's starting features (the env's reset observation) to the action, so ``theta``
-  depends on the task,
+  depends on the task, or
+* a **per-step policy** (Stable-Baselines3 learners on a ``StepSizeControl-Dynamic-*`` env): a
+  reference to the saved model, which maps each observation of the run to the next stretch's
+  learning rate,
 
 plus the env it was learned on (id and keyword arguments), the feature settings and the lrgym
 version. :func:`load_controller` reads one back::
@@ -37,9 +40,13 @@ from lrgym.errors import LrgymError
 from lrgym.jsonfile import file_sha256, read_document, write_atomic
 
 FORMAT = "lrgym-controller"
-VERSION = 2
+VERSION = 3
 """The newest file format version :func:`load_controller` reads (1: log-linear controllers
-only; 2 adds contextual policies). Log-linear files are still written as version 1."""
+only; 2 adds contextual policies; 3 per-step policies). Each file is written with the oldest
+version that holds it."""
+
+POLICY_KINDS = ("contextual", "per-step")
+"""What a policy's action is: a run's ``theta`` (contextual) or a dynamic env's action."""
 
 POLICY_LIBRARIES = {
     "stable-baselines3": ("stable_baselines3", ("PPO", "A2C", "SAC", "TD3")),
@@ -67,8 +74,9 @@ class SavedController:
         features: the feature settings (``gamma``, ``every``, ``estimate``).
         lrgym_version: the lrgym version that wrote the file.
         source: free-form provenance (algorithm, episodes, seed).
-        policy: for a contextual policy: ``library``, ``algorithm``, ``model`` (the saved
-            model's path, relative to the controller file), ``sha256`` of the model file and
+        policy: for a policy: ``library``, ``algorithm``, ``model`` (the saved model's path,
+            relative to the controller file), ``sha256`` of the model file, ``kind``
+            (:data:`POLICY_KINDS`; absent: contextual) and, for a contextual policy,
             ``theta_center`` / ``theta_scale`` (the learning env's action-to-theta map).
         path: the file this was loaded from (resolves ``policy["model"]``).
     """
@@ -87,8 +95,13 @@ class SavedController:
 
     @property
     def is_policy(self) -> bool:
-        """Whether ``theta`` depends on the task (a contextual policy)."""
+        """Whether the file holds a policy model (contextual or per-step), not one ``theta``."""
         return self.policy is not None
+
+    @property
+    def is_dynamic(self) -> bool:
+        """Whether the file holds a per-step policy of a ``StepSizeControl-Dynamic-*`` env."""
+        return self.policy is not None and self.policy.get("kind") == "per-step"
 
     def controller(self) -> LogLinearController:
         """The controller with ``theta`` = the learned mean (log-linear files only).
@@ -96,6 +109,8 @@ class SavedController:
         Raises:
             ControllerFileError: the file holds a contextual policy; use :meth:`theta_for`.
         """
+        if self.is_dynamic:
+            raise ControllerFileError(_PER_STEP)
         if self.theta is None:
             raise ControllerFileError(
                 "this controller file holds a contextual policy: its theta depends on the task. "
@@ -111,6 +126,8 @@ class SavedController:
         if self.policy is None:
             assert self.theta is not None
             return np.asarray(self.theta, dtype=np.float64)
+        if self.is_dynamic:
+            raise ControllerFileError(_PER_STEP)
         obs = np.asarray(observation, dtype=np.float32).reshape(-1)
         action, _ = self.model.predict(obs, deterministic=True)
         clipped = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
@@ -153,7 +170,7 @@ class SavedController:
         """The file's content."""
         content = {
             "format": FORMAT,
-            "version": 1 if self.policy is None else 2,
+            "version": 1 if self.policy is None else (3 if self.is_dynamic else 2),
             "lrgym_version": self.lrgym_version,
             "env_id": self.env_id,
             "env_kwargs": dict(self.env_kwargs),
@@ -167,6 +184,13 @@ class SavedController:
         if self.policy is not None:
             content["policy"] = dict(self.policy)
         return content
+
+
+_PER_STEP = (
+    "this controller file holds a per-step policy of a StepSizeControl-Dynamic env: it sets "
+    "the learning rate through the env's actions, it has no theta. Run it with lrgym evaluate, "
+    "or saved.model.predict(observation) on that env"
+)
 
 
 def import_policy_library(library: str) -> Any:
@@ -274,6 +298,11 @@ def _policy(policy: Any) -> dict[str, Any]:
         raise ValueError(f"policy {library!r}/{algorithm!r} is not one of {known}")
     if not isinstance(policy.get("model"), str) or not isinstance(policy.get("sha256"), str):
         raise ValueError("policy needs the model's path and sha256")
+    kind = policy.get("kind", "contextual")
+    if kind not in POLICY_KINDS:
+        raise ValueError(f"policy kind {kind!r} is not one of {list(POLICY_KINDS)}")
+    if kind == "per-step":
+        return dict(policy)
     _floats(policy["theta_center"], 5, "theta_center")
     _floats(policy["theta_scale"], 5, "theta_scale")
     return dict(policy)

@@ -10,6 +10,7 @@ from typing import Any
 import gymnasium as gym
 
 ENTRY_POINT = "lrgym.envs.step_size_control:StepSizeControlEnv"
+DYNAMIC_ENTRY_POINT = "lrgym.envs.dynamic:StepSizeControlDynamicEnv"
 
 _MNIST: dict[str, Any] = {
     "dataset": "mnist",
@@ -54,7 +55,31 @@ ENV_KWARGS: dict[str, dict[str, Any]] = {
         "eval_size": 256,
     },
 }
-"""The registered ids and their keyword arguments (the env's defaults fill the rest)."""
+"""The registered bandit ids and their keyword arguments (the env's defaults fill the rest)."""
+
+_DYNAMIC_SOURCES = {
+    "MNIST": ("StepSizeControl-MNIST-v0", 50),
+    "MNIST-RMSprop": ("StepSizeControl-MNIST-RMSprop-v0", 50),
+    "FashionMNIST": ("StepSizeControl-FashionMNIST-v0", 50),
+    "CIFAR10": ("StepSizeControl-CIFAR10-v0", 50),
+    "Digits": ("StepSizeControl-Digits-v0", 20),
+    "Toy": ("StepSizeControl-Toy-v0", 10),
+}
+
+DYNAMIC_ENV_KWARGS: dict[str, dict[str, Any]] = {
+    f"StepSizeControl-Dynamic-{name}-v0": {**ENV_KWARGS[source], "control_interval": interval}
+    for name, (source, interval) in _DYNAMIC_SOURCES.items()
+}
+"""The registered per-step ids (:class:`lrgym.envs.StepSizeControlDynamicEnv`): the task
+families of the bandit ids, with the optimiser steps per action (``control_interval``)."""
+
+
+def bandit_id_of(env_id: str) -> str | None:
+    """The bandit id whose tasks a registered dynamic id runs (``None`` for other ids)."""
+    for name, (source, _) in _DYNAMIC_SOURCES.items():
+        if env_id == f"StepSizeControl-Dynamic-{name}-v0":
+            return source
+    return None
 
 
 def register_envs() -> None:
@@ -62,3 +87,6 @@ def register_envs() -> None:
     for env_id, kwargs in ENV_KWARGS.items():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs=kwargs)
+    for env_id, kwargs in DYNAMIC_ENV_KWARGS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=DYNAMIC_ENTRY_POINT, kwargs=kwargs)

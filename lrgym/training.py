@@ -1,8 +1,11 @@
 """The training loop: plain PyTorch, no Gymnasium.
 
 :func:`train` runs one task under one controller and returns a :class:`TrainingResult`.
-:class:`TrainingRun` is the same loop one step at a time, for callers that drive it themselves
-(the environments measure the starting features with it).
+:class:`TrainingRun` is the same loop for callers that drive it themselves:
+:meth:`TrainingRun.advance` takes a given number of steps (at the controller's rate or one the
+caller sets) and records the run's curves, which :meth:`TrainingRun.result` returns with the
+test metrics. :func:`train` is ``advance(task.steps)`` then ``result()``; the bandit env runs
+:func:`train`, the per-step env advances a stretch of steps per action.
 
 Per step ``t = 1..T``: one mini-batch is drawn, forward, backward of the mean of the
 per-example losses; then :class:`lrgym.ControlledLR` (the drop-in controller any PyTorch loop can
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -101,11 +104,15 @@ class TrainingResult:
 
 
 class TrainingRun:
-    """A task's model, optimiser, data and controller, advanced one step at a time.
+    """A task's model, optimiser, data and controller, advanced step by step.
 
     The features and the learning rate are :class:`lrgym.ControlledLR`'s (:attr:`control`):
     each step draws a mini-batch, runs the forward and backward pass of the mean of the
     per-example losses, and hands those losses to it.
+
+    :meth:`advance` takes steps and records them (mini-batch loss, applied step size,
+    ``phi_hat``, raw features, and ``E`` at the evaluation steps); :meth:`curves` and
+    :meth:`result` read the record. :meth:`step` takes one step without recording it.
 
     Args:
         task: the task.
@@ -114,6 +121,9 @@ class TrainingRun:
             task's eta_0, constant).
         features: how features are computed.
         eval_size: examples in the fixed evaluation sample of the training subset.
+        eval_steps: the steps after which :meth:`advance` measures ``E`` on that sample
+            (0: before the first step), non-decreasing, within ``[0, task.steps]``; default
+            ``evaluation_steps(task.steps, 10)``.
         device: torch device.
         memory_format: ``"auto"`` (the format measured fastest for the architecture on the
             device, :func:`lrgym.tasks.choose_memory_format`), ``"contiguous"`` or
@@ -128,13 +138,30 @@ class TrainingRun:
         controller: Controller | None = None,
         features: FeatureConfig | None = None,
         eval_size: int = 1000,
+        eval_steps: Sequence[int] | np.ndarray | None = None,
         device: str | torch.device = "cpu",
         memory_format: str = "auto",
     ) -> None:
+        self._started = time.perf_counter()
         if data.name != task.dataset:
             raise InvalidConfigError(f"task is for {task.dataset!r} but data is {data.name!r}")
         if eval_size < 1:
             raise InvalidConfigError(f"eval_size={eval_size!r} must be >= 1")
+        if eval_steps is None:
+            eval_steps = evaluation_steps(task.steps, 10)
+        points = np.asarray(eval_steps, dtype=np.int64).reshape(-1)
+        if (
+            points.size == 0
+            or np.any(np.diff(points) < 0)
+            or points[0] < 0
+            or points[-1] > task.steps
+        ):
+            raise InvalidConfigError(
+                f"eval_steps={np.asarray(eval_steps).tolist()!r} must be non-decreasing steps in "
+                f"[0, {task.steps}] (the task's steps)"
+            )
+        self.eval_steps = points
+        self._eval_set = frozenset(points.tolist())
         self.task, self.data, self.device = task, data, torch.device(device)
         self._generator = torch.Generator().manual_seed(task.seed)
         self.memory_format = choose_memory_format(task.architecture, self.device, memory_format)
@@ -156,6 +183,12 @@ class TrainingRun:
             total_steps=task.steps,
             features=features or FeatureConfig(),
         )
+        self._losses: list[float] = []
+        self._rates: list[float] = []
+        self._phi_hat: list[np.ndarray] = []
+        self._raw: list[tuple[float, float]] = []
+        self._measured: dict[int, float] = {}
+        self._diverged = False
 
     @property
     def config(self) -> FeatureConfig:
@@ -184,6 +217,94 @@ class TrainingRun:
     def hypergradient(self) -> float:
         """See :meth:`lrgym.ControlledLR.hypergradient`."""
         return self.control.hypergradient()
+
+    @property
+    def diverged(self) -> bool:
+        """Whether a non-finite loss (mini-batch or ``E``) ended the run in :meth:`advance`."""
+        return self._diverged
+
+    @property
+    def finished(self) -> bool:
+        """Whether :meth:`advance` has nothing left to do: the task's steps are done or the
+        run diverged."""
+        return self._diverged or self.steps_done >= self.task.steps
+
+    def advance(self, steps: int, lr: float | None = None) -> int:
+        """Take up to ``steps`` steps and record them; stops early at the task's last step or
+        at a divergence (a non-finite mini-batch loss or ``E``).
+
+        ``E`` is measured at every step of :attr:`eval_steps` reached (step 0 on the first
+        call, before any step).
+
+        Args:
+            steps: the most steps to take (>= 0).
+            lr: ``None``: the controller's rate; else this learning rate for every step.
+
+        Returns:
+            The number of steps taken.
+        """
+        if steps < 0:
+            raise InvalidConfigError(f"steps={steps!r} must be >= 0")
+        if not self._measured and 0 in self._eval_set and not self._diverged:
+            self._measure(0)
+        taken = 0
+        while taken < steps and not self.finished:
+            outcome = self.step(lr)
+            taken += 1
+            self._losses.append(outcome.loss)
+            self._rates.append(outcome.lr)
+            self._raw.append((outcome.phi1, outcome.phi2))
+            self._phi_hat.append(self.smoother.vector())
+            if not math.isfinite(outcome.loss):
+                self._diverged = True
+            elif self.steps_done in self._eval_set:
+                self._measure(self.steps_done)
+        return taken
+
+    def _measure(self, step: int) -> None:
+        value = self.evaluate_train()
+        self._measured[step] = value
+        self._diverged = not math.isfinite(value)
+
+    def eval_loss(self, step: int) -> float:
+        """``E`` measured after ``step`` (``inf`` if the run diverged before it).
+
+        Raises:
+            KeyError: ``step`` is not an evaluation step :meth:`advance` has reached.
+        """
+        value = self._measured.get(int(step))
+        if value is None:
+            if self._diverged and int(step) in self._eval_set:
+                return math.inf
+            raise KeyError(f"E was not measured after step {step}")
+        return value if math.isfinite(value) else math.inf
+
+    def curves(self) -> Curves:
+        """The record so far (the evaluation points not reached hold ``inf``)."""
+        eval_losses = np.array([self._measured.get(int(s), math.inf) for s in self.eval_steps])
+        eval_losses[~np.isfinite(eval_losses)] = math.inf
+        return Curves(
+            losses=np.asarray(self._losses, dtype=np.float64),
+            learning_rates=np.asarray(self._rates, dtype=np.float64),
+            features=np.asarray(self._phi_hat, dtype=np.float64).reshape(-1, 5),
+            raw_features=np.asarray(self._raw, dtype=np.float64).reshape(-1, 2),
+            eval_steps=self.eval_steps.copy(),
+            eval_losses=eval_losses,
+        )
+
+    def result(self, test_size: int | None = None) -> TrainingResult:
+        """The run's :class:`TrainingResult`: its curves and the test metrics of the model now
+        (``inf`` and 0 if it diverged); ``wall_time`` counts from the run's creation."""
+        diverged = self._diverged
+        test_loss, test_accuracy = (math.inf, 0.0) if diverged else self.evaluate_test(test_size)
+        return TrainingResult(
+            task=self.task,
+            curves=self.curves(),
+            test_loss=test_loss,
+            test_accuracy=test_accuracy,
+            diverged=diverged,
+            wall_time=time.perf_counter() - self._started,
+        )
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next mini-batch of the task's subset, as the model takes it (a fresh shuffle
@@ -279,52 +400,15 @@ def train(
         InvalidConfigError: the controller returned a learning rate that is not a positive
             finite number.
     """
-    start = time.perf_counter()
     run = TrainingRun(
         task,
         data,
         controller=controller,
         features=features,
         eval_size=eval_size,
+        eval_steps=evaluation_steps(task.steps, eval_points),
         device=device,
         memory_format=memory_format,
     )
-    eval_steps = evaluation_steps(task.steps, eval_points)
-    eval_set = set(eval_steps.tolist())
-    measured = {0: run.evaluate_train()}
-    losses: list[float] = []
-    rates: list[float] = []
-    phi_hat: list[np.ndarray] = []
-    raw: list[tuple[float, float]] = []
-    diverged = not math.isfinite(measured[0])
-    for t in range(1, task.steps + 1):
-        if diverged:
-            break
-        outcome = run.step()
-        losses.append(outcome.loss)
-        rates.append(outcome.lr)
-        raw.append((outcome.phi1, outcome.phi2))
-        phi_hat.append(run.smoother.vector())
-        diverged = not math.isfinite(outcome.loss)
-        if not diverged and t in eval_set:
-            measured[t] = run.evaluate_train()
-            diverged = not math.isfinite(measured[t])
-    eval_losses = np.array([measured.get(int(s), math.inf) for s in eval_steps])
-    eval_losses[~np.isfinite(eval_losses)] = math.inf
-    test_loss, test_accuracy = (math.inf, 0.0) if diverged else run.evaluate_test(test_size)
-    curves = Curves(
-        losses=np.asarray(losses, dtype=np.float64),
-        learning_rates=np.asarray(rates, dtype=np.float64),
-        features=np.asarray(phi_hat, dtype=np.float64).reshape(-1, 5),
-        raw_features=np.asarray(raw, dtype=np.float64).reshape(-1, 2),
-        eval_steps=eval_steps,
-        eval_losses=eval_losses,
-    )
-    return TrainingResult(
-        task=task,
-        curves=curves,
-        test_loss=test_loss,
-        test_accuracy=test_accuracy,
-        diverged=diverged,
-        wall_time=time.perf_counter() - start,
-    )
+    run.advance(task.steps)
+    return run.result(test_size)

@@ -1,5 +1,6 @@
 """Gymnasium environments of lrgym."""
 
+from lrgym.envs.dynamic import ControllerWrapper, StepSizeControlDynamicEnv
 from lrgym.envs.step_size_control import StepSizeControlEnv
 
-__all__ = ["StepSizeControlEnv"]
+__all__ = ["ControllerWrapper", "StepSizeControlDynamicEnv", "StepSizeControlEnv"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Sequence
 from typing import Any, SupportsFloat
 
@@ -12,20 +10,18 @@ import numpy as np
 from gymnasium import spaces
 
 from lrgym.controllers import DEFAULT_LR_BOUNDS, Controller, LogLinearController
-from lrgym.data import load_dataset
-from lrgym.errors import InvalidActionError, InvalidConfigError, choice_error
+from lrgym.envs.common import OBS_HIGH, OBS_LOW, TrainingTaskEnv, phi_hat_observation
+from lrgym.errors import InvalidConfigError
 from lrgym.features import FEATURE_NAMES, FeatureConfig
 from lrgym.reward import DEFAULT_DIVERGENCE_PENALTY, log_loss_decrease
-from lrgym.tasks import Task, TaskFamily, check_architecture, choose_memory_format
-from lrgym.training import TrainingResult, TrainingRun, train
+from lrgym.tasks import Task
+from lrgym.training import TrainingResult, train
 
-OBS_LOW = np.array([-100.0, -100.0, 0.0, 0.0, 0.0], dtype=np.float32)
-OBS_HIGH = np.array([100.0, 100.0, 1.0e4, 1.0e4, 1.0], dtype=np.float32)
 DEFAULT_THETA_CENTER = (0.0, 0.0, 0.0, 0.0, -5.0)
 DEFAULT_THETA_SCALE = (1.0, 1.0, 1.0, 1.0, 10.0)
 
 
-class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
+class StepSizeControlEnv(TrainingTaskEnv):
     """Training a neural network as a contextual bandit: one episode is one training run.
 
     ## Description
@@ -134,8 +130,6 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
     * v0: initial release.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 1}  # noqa: RUF012 - as in gym.Env
-
     def __init__(
         self,
         *,
@@ -165,48 +159,39 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
         memory_format: str = "auto",
         render_mode: str | None = None,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise choice_error("render_mode", render_mode, [None, *self.metadata["render_modes"]])
-        self.family = TaskFamily(
+        self._setup(
             dataset=dataset,
             architecture=architecture,
-            widths=None if widths is None else tuple(tuple(w) for w in widths),  # type: ignore[misc]
-            subset_fraction=tuple(subset_fraction),  # type: ignore[arg-type]
-            steps=tuple(steps),  # type: ignore[arg-type]
-            batch_size=tuple(batch_size),  # type: ignore[arg-type]
-            lr=tuple(lr),  # type: ignore[arg-type]
+            widths=widths,
             optimizer=optimizer,
             momentum=momentum,
+            subset_fraction=subset_fraction,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            gamma=gamma,
+            feature_every=feature_every,
+            feature_estimate=feature_estimate,
+            eval_size=eval_size,
+            test_size=test_size,
+            lr_bounds=lr_bounds,
+            divergence_penalty=divergence_penalty,
+            data_root=data_root,
+            download=download,
+            device=device,
+            memory_format=memory_format,
+            render_mode=render_mode,
         )
-        self.features = FeatureConfig(gamma=gamma, every=feature_every, estimate=feature_estimate)
-        if eval_points < 2 or eval_size < 1 or (test_size is not None and test_size < 1):
-            raise InvalidConfigError(
-                f"eval_points={eval_points!r} must be >= 2, eval_size={eval_size!r} >= 1 and "
-                f"test_size={test_size!r} None or >= 1"
-            )
-        if not math.isfinite(divergence_penalty):
-            raise InvalidConfigError(f"divergence_penalty={divergence_penalty!r} must be finite")
+        if eval_points < 2:
+            raise InvalidConfigError(f"eval_points={eval_points!r} must be >= 2")
+        self.eval_points = eval_points
         self.theta_center = _vector("theta_center", theta_center)
         self.theta_scale = _vector("theta_scale", theta_scale)
         if np.any(self.theta_scale <= 0):
             raise InvalidConfigError(f"theta_scale={theta_scale!r} must be positive")
-        LogLinearController(self.theta_center, lr_bounds=lr_bounds)  # validates lr_bounds
-        if not lr_bounds[0] <= self.family.lr[0] <= self.family.lr[1] <= lr_bounds[1]:
-            raise InvalidConfigError(
-                f"lr={list(lr)!r} (the range of eta_0) must lie inside lr_bounds="
-                f"{list(lr_bounds)!r}; widen lr_bounds or narrow lr"
-            )
-        self.eval_points, self.eval_size, self.test_size = eval_points, eval_size, test_size
-        self.relative, self.lr_bounds = bool(relative), tuple(float(b) for b in lr_bounds)
-        self.divergence_penalty = float(divergence_penalty)
-        self.data_root = None if data_root is None else os.path.expanduser(data_root)
-        self.download, self.device, self.render_mode = download, device, render_mode
-        choose_memory_format(architecture, device, memory_format)  # validates the choice
-        self.memory_format = memory_format
+        self.relative = bool(relative)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(5,), dtype=np.float32)
         self.observation_space = spaces.Box(OBS_LOW, OBS_HIGH, dtype=np.float32)
-        self._data = load_dataset(dataset, data_root=self.data_root, download=download)
-        check_architecture(architecture, dataset, self._data.input_shape)
         self._task: Task | None = None
         self._start_obs = np.zeros(5, dtype=np.float32)
         self.last_result: TrainingResult | None = None
@@ -228,27 +213,9 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
         ``options={"task": Task}`` runs a given task instead of sampling one.
         """
         super().reset(seed=seed)
-        task = (options or {}).get("task")
-        if task is None:
-            task = self.family.sample(self.np_random)
-        elif not isinstance(task, Task) or task.dataset != self.family.dataset:
-            raise InvalidConfigError(
-                f"options['task'] must be a lrgym Task for dataset {self.family.dataset!r}, "
-                f"got {task!r}"
-            )
+        task = self._sample_task(options)
         self._task = task
-        run = TrainingRun(
-            task,
-            self._data,
-            features=self.features,
-            eval_size=1,
-            device=self.device,
-            memory_format=self.memory_format,
-        )
-        outcome = run.step(task.eta0)
-        start = run.smoother.vector() if math.isfinite(outcome.loss) else np.zeros(5)
-        start[4] = 1.0
-        self._start_obs = self._observation(start)
+        self._start_obs = phi_hat_observation(self._starting_features(task))
         return self._start_obs.copy(), {"task": task.to_dict()}
 
     def step(
@@ -257,7 +224,7 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
         """Train the current task with the controller ``action`` encodes; ends the episode."""
         if self._task is None:
             raise gym.error.ResetNeeded("call reset() before step(): every step ends the episode")
-        normalised = self._validate(action)
+        normalised = self._validate(action, (5,), f"one entry per feature {FEATURE_NAMES}")
         clipped = np.clip(normalised, -1.0, 1.0)
         theta = self.action_to_theta(clipped)
         controller = LogLinearController(theta, relative=self.relative, lr_bounds=self.lr_bounds)
@@ -265,7 +232,8 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
         self._task, self.last_result = None, result
         reward = self.reward_of(result)
         final = result.curves.features[-1] if result.steps_completed else np.full(5, np.nan)
-        obs = self._observation(final) if np.all(np.isfinite(final)) else self._start_obs.copy()
+        finite = np.all(np.isfinite(final))
+        obs = phi_hat_observation(final) if finite else self._start_obs.copy()
         info = _info(result, theta, bool(np.any(clipped != normalised)), reward)
         return obs, reward, True, False, info
 
@@ -307,33 +275,6 @@ class StepSizeControlEnv(gym.Env[np.ndarray, np.ndarray]):
             diverged=result.diverged,
             penalty=self.divergence_penalty,
         )
-
-    def render(self) -> np.ndarray | None:
-        """An RGB image ``(H, W, 3)`` uint8 of the last run's loss and learning-rate curves."""
-        if self.render_mode != "rgb_array":
-            return None
-        from lrgym.rendering import draw_curves
-
-        return draw_curves(self.last_result)
-
-    def _validate(self, action: Any) -> np.ndarray:
-        array = np.asarray(action)
-        if array.dtype.kind not in "fiu":
-            raise InvalidActionError(
-                f"action has dtype {array.dtype}; expected real numbers (float32), shape (5,)"
-            )
-        if array.shape != (5,):
-            raise InvalidActionError(
-                f"action has shape {array.shape}; expected (5,), one entry per feature "
-                f"{FEATURE_NAMES}"
-            )
-        if not np.all(np.isfinite(array)):
-            raise InvalidActionError(f"action {array.tolist()} has non-finite entries")
-        return array.astype(np.float64)
-
-    def _observation(self, phi_hat: np.ndarray) -> np.ndarray:
-        # a feature never measured (NaN: the very first update was not finite) reads as 0
-        return np.clip(np.nan_to_num(phi_hat, nan=0.0), OBS_LOW, OBS_HIGH).astype(np.float32)
 
 
 def _vector(name: str, value: Sequence[float]) -> np.ndarray:
