@@ -24,6 +24,7 @@ from agents.benchmark import add_arguments as add_benchmark_arguments
 from agents.collect import resolve_backend
 from lrgym.cli import add_env_arguments, env_kwargs_from, save_curves
 from lrgym.errors import LrgymError
+from lrgym.registration import is_dynamic
 
 ASK_TELL = {
     "reps": "episodic REPS (the paper's learner)",
@@ -238,12 +239,17 @@ def _evaluate(args: argparse.Namespace) -> int:
             row = {k: v for k, v in e.__dict__.items() if k != "curves"}
             print(json.dumps(row))
     else:
+        dynamic = is_dynamic(env_id)
         if saved.is_policy:
             assert saved.policy is not None
-            print(f"{env_id}: {saved.policy['algorithm']} policy {saved.policy['model']}")
+            kind = "per-step" if saved.is_dynamic else "contextual"
+            print(f"{env_id}: {saved.policy['algorithm']} {kind} policy {saved.policy['model']}")
         else:
-            print(f"{env_id}: theta = {np.round(saved.theta_for(np.zeros(5)), 4).tolist()}")
-        header = (("ep", 3), ("seed", 6), ("reward", 8), ("train loss", 10), ("test acc", 8))
+            theta = np.round(saved.theta_for(np.zeros(5)), 4).tolist()
+            how = " (as a policy: it sets every step's rate)" if dynamic else ""
+            print(f"{env_id}: theta = {theta}{how}")
+        what = "return" if dynamic else "reward"
+        header = (("ep", 3), ("seed", 6), (what, 8), ("train loss", 10), ("test acc", 8))
         print(" ".join(f"{name:>{width}}" for name, width in header), f"{'diverged':>8}")
         for k, e in enumerate(episodes):
             print(
@@ -256,7 +262,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         accuracy = np.mean([e.test_accuracy for e in finished]) if finished else float("nan")
         spread = rewards.std(ddof=1) if len(rewards) > 1 else 0.0
         print(
-            f"mean reward {rewards.mean():.4f} +- {spread:.4f} (std) | final train loss "
+            f"mean {what} {rewards.mean():.4f} +- {spread:.4f} (std) | final train loss "
             f"{loss:.4f} | test accuracy {accuracy:.4f} | diverged "
             f"{len(episodes) - len(finished)}/{len(episodes)}"
         )

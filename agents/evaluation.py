@@ -3,7 +3,10 @@
 :func:`evaluate_controller` runs a controller file's controller on the tasks of
 ``reset(seed=seed + k)``: a log-linear controller with its learned mean ``theta`` on every task,
 a contextual policy (Stable-Baselines3) with the deterministic action it picks from each task's
-starting features.
+starting features. On a per-step env (``StepSizeControl-Dynamic-*``) a per-step policy sets
+each stretch's rate with its deterministic action, and any other controller runs through
+:class:`lrgym.envs.ControllerWrapper`, so both kinds are scored on the same episodes
+(:func:`evaluate_dynamic`).
 """
 
 from __future__ import annotations
@@ -14,9 +17,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.collect import Episode, make_collector
+from agents.collect import Episode, make_collector, make_pool
 from lrgym.controller_file import SavedController
+from lrgym.controllers import Controller
+from lrgym.envs.dynamic import ControllerWrapper
 from lrgym.errors import InvalidConfigError
+from lrgym.registration import bandit_id_of, is_dynamic
+
+BANDIT_ONLY_KWARGS = ("theta_center", "theta_scale", "relative", "eval_points")
+"""Bandit env arguments a per-step env does not take (dropped when a controller learned on a
+bandit id runs on its dynamic twin)."""
 
 
 def evaluate_controller(
@@ -35,16 +45,35 @@ def evaluate_controller(
 
     The tasks are those of ``reset(seed=seed + k)``, ``k = 0 .. episodes - 1``; the env is
     ``env_id`` (default: the one the controller was learned on, with its arguments, updated by
-    ``env_kwargs``).
+    ``env_kwargs``; a bandit controller on the dynamic twin of its env keeps its arguments
+    too). On a dynamic env each :class:`Episode`'s ``reward`` is the episode's return.
 
     Raises:
-        InvalidConfigError: the env's action box cannot express the controller's ``theta``.
+        InvalidConfigError: the env's action box cannot express the controller's ``theta``, or
+            a per-step policy on a bandit env.
     """
     if int(episodes) != episodes or episodes < 1:
         raise InvalidConfigError(f"episodes={episodes!r} must be a positive integer")
     target = env_id or saved.env_id
-    kwargs = {**(dict(saved.env_kwargs) if target == saved.env_id else {}), **(env_kwargs or {})}
     seeds = [seed + k for k in range(episodes)]
+    if is_dynamic(target):
+        kwargs = {**learned_kwargs(saved, target), **(env_kwargs or {})}
+        return evaluate_dynamic(
+            saved,
+            target,
+            kwargs,
+            seeds,
+            backend=backend,
+            workers=workers,
+            ray_address=ray_address,
+            keep_curves=keep_curves,
+        )
+    if saved.is_dynamic:
+        raise InvalidConfigError(
+            f"{target} is a bandit env; this controller file holds a per-step policy of "
+            f"{saved.env_id}: evaluate it on a StepSizeControl-Dynamic env"
+        )
+    kwargs = {**(dict(saved.env_kwargs) if target == saved.env_id else {}), **(env_kwargs or {})}
     probe = gym.make(target, **kwargs)
     try:
         base: Any = probe.unwrapped
@@ -67,3 +96,86 @@ def evaluate_controller(
         backend, target, kwargs, workers=workers, ray_address=ray_address
     ) as collector:
         return collector.run(np.clip(batch, -1, 1), seeds, keep_curves=keep_curves)
+
+
+def learned_kwargs(saved: SavedController, env_id: str) -> dict[str, Any]:
+    """The env arguments ``saved`` was learned with that apply on ``env_id``: all of them on
+    its own env, those a per-step env takes on its env's dynamic twin, else none."""
+    if env_id == saved.env_id:
+        return dict(saved.env_kwargs)
+    if bandit_id_of(env_id) == saved.env_id:
+        return {k: v for k, v in saved.env_kwargs.items() if k not in BANDIT_ONLY_KWARGS}
+    return {}
+
+
+def evaluate_dynamic(
+    policy: SavedController | Controller,
+    env_id: str,
+    env_kwargs: Mapping[str, Any],
+    seeds: list[int],
+    *,
+    backend: str | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
+    keep_curves: bool = False,
+) -> list[Episode]:
+    """Play one episode of the per-step env ``env_id`` per seed: a per-step policy file with
+    its deterministic actions, any other controller (a :class:`lrgym.Controller`, a log-linear
+    or contextual controller file) through :class:`lrgym.envs.ControllerWrapper`.
+
+    Episodes run on the workers of ``backend`` (see :func:`agents.collect.make_pool`); their
+    results depend only on the seed. ``reward`` is the episode's return.
+    """
+    jobs = [(int(s), keep_curves) for s in seeds]
+    labels = [f"the episode with reset(seed={int(s)})" for s in seeds]
+    with make_pool(
+        backend,
+        _Player,
+        (env_id, dict(env_kwargs), policy),
+        workers=workers,
+        ray_address=ray_address,
+    ) as pool:
+        return pool.map(_play, jobs, labels=labels)
+
+
+class _Player:
+    """A worker's env and what acts in it (built once per worker)."""
+
+    def __init__(
+        self, env_id: str, kwargs: Mapping[str, Any], policy: SavedController | Controller
+    ) -> None:
+        import lrgym  # noqa: F401 - registers the environments (in a worker process too)
+
+        env = gym.make(env_id, **dict(kwargs))
+        self.model: Any = None
+        if isinstance(policy, SavedController) and policy.is_dynamic:
+            self.model, self.env = policy.model, env
+        else:
+            self.env = ControllerWrapper(env, policy)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _play(player: _Player, job: tuple[int, bool]) -> Episode:
+    seed, keep_curves = job
+    obs, _ = player.env.reset(seed=seed)
+    total = 0.0
+    while True:
+        action = None
+        if player.model is not None:
+            action = np.asarray(player.model.predict(obs, deterministic=True)[0], np.float32)
+        obs, reward, terminated, truncated, info = player.env.step(action)
+        total += float(reward)
+        if terminated or truncated:
+            break
+    return Episode(
+        seed=seed,
+        reward=total,
+        diverged=bool(info["diverged"]),
+        final_train_loss=float(info["final_train_loss"]),
+        test_loss=float(info["test_loss"]),
+        test_accuracy=float(info["test_accuracy"]),
+        steps_completed=int(info["steps_completed"]),
+        curves=info["curves"] if keep_curves else None,
+    )

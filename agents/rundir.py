@@ -31,7 +31,8 @@ import numpy as np
 
 import lrgym
 from lrgym.controller_file import SavedController, theta_distribution
-from lrgym.errors import LrgymError
+from lrgym.envs.dynamic import StepSizeControlDynamicEnv
+from lrgym.errors import InvalidConfigError, LrgymError
 from lrgym.jsonfile import read_document, write_atomic
 
 CHECKPOINT_FORMAT = "lrgym-checkpoint"
@@ -249,8 +250,23 @@ def controller_for(
     policy: Mapping[str, Any] | None = None,
 ) -> SavedController:
     """The controller file of a learned ``action`` (with its search covariance, zeros if
-    ``None``) or of a contextual ``policy``, learned on ``env``."""
+    ``None``) or of a ``policy``, learned on ``env`` (contextual on a bandit env, per-step on a
+    dynamic env)."""
     base = env.unwrapped
+    if isinstance(base, StepSizeControlDynamicEnv):  # a per-step policy sets each stretch's rate
+        if policy is None:
+            raise InvalidConfigError("a dynamic env's controller file holds a per-step policy")
+        return SavedController(
+            theta=None,
+            theta_cov=None,
+            env_id=env_id,
+            env_kwargs=dict(env_kwargs),
+            lr_bounds=base.lr_bounds,
+            features=asdict(base.features),
+            lrgym_version=lrgym.__version__,
+            source=dict(source),
+            policy={**policy, "kind": "per-step"},
+        )
     center, scale = base.theta_center, base.theta_scale  # type: ignore[attr-defined]
     theta = theta_cov = None
     if policy is not None:

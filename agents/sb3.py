@@ -48,8 +48,10 @@ from agents.rundir import (
     progress_bar,
 )
 from lrgym.controller_file import import_policy_library, save_controller
+from lrgym.envs.dynamic import StepSizeControlDynamicEnv
 from lrgym.errors import InvalidConfigError
 from lrgym.jsonfile import file_sha256
+from lrgym.registration import is_dynamic
 
 SB3_LEARNERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "ppo": (
@@ -90,28 +92,52 @@ SB3_LEARNERS: dict[str, tuple[str, str, dict[str, Any]]] = {
 name -> (library, class, settings). ``action_noise_std`` is TD3's Gaussian action noise
 (``NormalActionNoise`` with that standard deviation on every action entry)."""
 
+SB3_DYNAMIC_SETTINGS: dict[str, dict[str, Any]] = {
+    "ppo": {
+        "policy": "MlpPolicy",
+        "n_steps": 64,
+        "batch_size": 32,
+        "n_epochs": 10,
+        "learning_rate": 3e-4,
+        "policy_kwargs": {"log_std_init": -0.5},
+    },
+    "a2c": {"policy": "MlpPolicy", "n_steps": 8, "use_rms_prop": False},
+    "sac": {"policy": "MlpPolicy", "learning_starts": 200},
+    "td3": {"policy": "MlpPolicy", "learning_starts": 200, "action_noise_std": 0.2},
+    "ars": {"policy": "LinearPolicy", "n_delta": 8},
+}
+"""lrgym's settings on the per-step envs (``StepSizeControl-Dynamic-*``: about 5-20 actions per
+episode), on top of each algorithm's own defaults: PPO collects 64 steps per env per update
+(SB3's 2048 would be 100-400 training runs) with a narrower initial policy (std 0.6 in the
+normalised action, 1.5 decades of learning rate); SAC and TD3 start learning after 200 actions
+(about 20 runs) instead of 100."""
+
 
 class TaskSeeds(gym.Wrapper[Any, Any, Any, Any]):
     """Resets its env with the run's episode seeds ``first, first + stride, ...`` (any seed SB3
-    passes is ignored) and keeps a record of each finished episode for the log."""
+    passes is ignored) and keeps a record of each finished episode (its return) for the log."""
 
     def __init__(self, env: gym.Env[Any, Any], seed: int, first: int, stride: int) -> None:
         super().__init__(env)
         self.run_seed, self.next_index, self.stride = int(seed), int(first), int(stride)
         self.task_seed: int | None = None
+        self.episode_return = 0.0
         self.finished: list[tuple[int, int, float, bool]] = []
 
     def reset(self, *, seed: int | None = None, options: Any = None) -> Any:
         self.task_seed = episode_seeds(self.run_seed, self.next_index, 1)[0]
         self.index = self.next_index
         self.next_index += self.stride
+        self.episode_return = 0.0
         return self.env.reset(seed=self.task_seed, options=options)
 
     def step(self, action: Any) -> Any:
         obs, reward, terminated, truncated, info = self.env.step(action)
+        self.episode_return += float(reward)
         if terminated or truncated:
             assert self.task_seed is not None
-            self.finished.append((self.index, self.task_seed, float(reward), info["diverged"]))
+            record = (self.index, self.task_seed, self.episode_return, info["diverged"])
+            self.finished.append(record)
         return obs, reward, terminated, truncated, info
 
     def drain(self) -> list[tuple[int, int, float, bool]]:
@@ -143,19 +169,35 @@ def _vec_env(env_id: str, kwargs: Mapping[str, Any], seed: int, start: int, work
     return SubprocVecEnv(makers, start_method="spawn")
 
 
-def _settings(algorithm: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+def _settings(
+    algorithm: str, overrides: Mapping[str, Any] | None, *, dynamic: bool = False
+) -> dict[str, Any]:
     if algorithm not in SB3_LEARNERS:
         raise InvalidConfigError(
             f"unknown Stable-Baselines3 learner {algorithm!r}; choose one of {list(SB3_LEARNERS)}"
         )
-    return {**copy.deepcopy(SB3_LEARNERS[algorithm][2]), **dict(overrides or {})}
+    own = SB3_DYNAMIC_SETTINGS[algorithm] if dynamic else SB3_LEARNERS[algorithm][2]
+    return {**copy.deepcopy(own), **dict(overrides or {})}
 
 
-def _check_budget(algorithm: str, episodes: int, workers: int, settings: Mapping[str, Any]) -> None:
+def _check_budget(
+    algorithm: str,
+    episodes: int,
+    workers: int,
+    settings: Mapping[str, Any],
+    *,
+    dynamic: bool = False,
+) -> None:
     if int(episodes) != episodes or episodes < 1:
         raise InvalidConfigError(f"episodes={episodes!r} must be a positive integer")
     if int(workers) != workers or workers < 1:
         raise InvalidConfigError(f"workers={workers!r} must be a positive integer")
+    if dynamic:  # episodes of several steps end when they end; the callback counts them
+        if algorithm == "ars" and workers != 1:
+            raise InvalidConfigError(
+                "ars evaluates its candidates one after another: use --workers 1"
+            )
+        return
     if episodes % workers:
         raise InvalidConfigError(
             f"episodes={episodes} must be a multiple of workers={workers}: every step runs one "
@@ -224,8 +266,9 @@ def train_sb3(
         agents.rundir.CheckpointError: as for :func:`agents.loop.train`.
         lrgym.LrgymError: the library is not installed (the error names the extra).
     """
-    settings = _settings(algorithm, hyperparameters)
-    _check_budget(algorithm, episodes, workers, settings)
+    dynamic = is_dynamic(env_id)
+    settings = _settings(algorithm, hyperparameters, dynamic=dynamic)
+    _check_budget(algorithm, episodes, workers, settings, dynamic=dynamic)
     library, class_name, _ = SB3_LEARNERS[algorithm]
     module = import_policy_library(library)
     spec: dict[str, Any] = {
@@ -290,7 +333,7 @@ def train_sb3(
         try:
             if done < spec["episodes"]:
                 model.learn(
-                    total_timesteps=spec["episodes"] - done,
+                    total_timesteps=(spec["episodes"] - done) * _most_steps(info_env),
                     callback=callback,
                     reset_num_timesteps=False,
                     tb_log_name=algorithm,
@@ -303,6 +346,15 @@ def train_sb3(
         venv.close()
         info_env.close()
         torch.set_num_threads(threads)
+
+
+def _most_steps(env: gym.Env[Any, Any]) -> int:
+    """The most env steps one episode takes: 1 on a bandit env; on a dynamic env the actions
+    of the longest task (the callback ends training at the episode budget)."""
+    base = env.unwrapped
+    if not isinstance(base, StepSizeControlDynamicEnv):
+        return 1
+    return -(-base.family.steps[1] // base.control_interval)
 
 
 def _fsync(path: Path) -> None:
@@ -358,6 +410,9 @@ def _make_callback(*args: Any) -> Any:
 
         def _collect(self) -> None:
             finished = [e for env in self.training_env.env_method("drain") for e in env]
+            # several envs can end episodes in one vector step: keep the budget exact
+            room = self.spec["episodes"] - self.done - len(self.pending)
+            finished = sorted(finished)[: max(room, 0)]
             if finished and self.bar is not None:
                 self.bar.update(len(finished))
             self.pending.extend(finished)

@@ -82,6 +82,26 @@ def bandit_id_of(env_id: str) -> str | None:
     return None
 
 
+def is_dynamic(env_id: str) -> bool:
+    """Whether the registered ``env_id`` is a per-step env (its entry point is
+    :class:`lrgym.envs.StepSizeControlDynamicEnv` or a subclass).
+
+    Raises:
+        gymnasium.error.Error: ``env_id`` is not registered.
+    """
+    entry = gym.spec(env_id).entry_point
+    if isinstance(entry, str):
+        if entry == DYNAMIC_ENTRY_POINT:
+            return True
+        module, _, name = entry.partition(":")
+        import importlib
+
+        entry = getattr(importlib.import_module(module), name)
+    from lrgym.envs.dynamic import StepSizeControlDynamicEnv
+
+    return isinstance(entry, type) and issubclass(entry, StepSizeControlDynamicEnv)
+
+
 def register_envs() -> None:
     """Register every lrgym env id (idempotent)."""
     for env_id, kwargs in ENV_KWARGS.items():
