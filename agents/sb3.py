@@ -1,16 +1,20 @@
 """Stable-Baselines3 learners (PPO, A2C, SAC, TD3, and ARS from ``sb3-contrib``) under lrgym's
 run-directory workflow.
 
-The algorithms run unmodified on the registered env. Every episode is one training run, so the
-policy is *contextual*: it maps a task's starting features (the reset observation) to the
-controller's action. What lrgym adds, all through SB3's own mechanisms (a callback, ``save``,
-``save_replay_buffer``):
+The algorithms run unmodified on the registered env. On a bandit env every episode is one
+training run, so the policy is *contextual*: it maps a task's starting features (the reset
+observation) to the controller's action. On a per-step env (``StepSizeControl-Dynamic-*``) an
+episode is still one training run, of several actions: the policy maps each observation to the
+next stretch's learning rate, and its controller file holds a *per-step* policy
+(:data:`SB3_DYNAMIC_SETTINGS` are lrgym's settings there). What lrgym adds, all through SB3's
+own mechanisms (a callback, ``save``, ``save_replay_buffer``):
 
 * **task seeds**: episode ``n`` of the run (counted over the whole run, resumes included) trains
   the task of ``reset(seed)`` with the seed :func:`agents.collect.episode_seeds` derives from
   ``(seed, n)``, whichever worker runs it, so no task is drawn twice by accident and a resumed run
   continues the sequence;
-* **the budget**: training stops after exactly ``episodes`` episodes;
+* **the budget**: training stops after exactly ``episodes`` episodes (the log's rewards are
+  episode returns);
 * **the run directory** (:mod:`agents.rundir`): ``log.jsonl`` with the columns every learner
   shares (a line per ``log_every`` episodes or more, at the first update boundary after them),
   ``checkpoint.json`` (a model file ``models/model-NNNNNN.zip``, the replay buffer for SAC/TD3,
@@ -290,7 +294,10 @@ def train_sb3(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     info_env = gym.make(env_id, **spec["env_kwargs"])
-    venv = _vec_env(env_id, spec["env_kwargs"], spec["seed"], done, spec["workers"])
+    # episodes of a dynamic env end out of step across workers: continue after the last index
+    # any worker finished (older checkpoints: the count, which the bandit's lockstep equals)
+    start = done if state is None else int(state.get("next_index", done))
+    venv = _vec_env(env_id, spec["env_kwargs"], spec["seed"], start, spec["workers"])
     tb = str(directory.path / "tensorboard") if tensorboard else None
     try:
         if state is None:
@@ -329,7 +336,9 @@ def train_sb3(
             state = save(0, "controller-initial.json", "controller.json")
             directory.save(spec, state, 0, 0.0)
         bar = progress_bar(f"{algorithm} {env_id}", spec["episodes"], done) if progress else None
-        callback = _make_callback(directory, spec, save, records, done, elapsed, log_every, bar)
+        callback = _make_callback(
+            directory, spec, save, records, done, start, elapsed, log_every, bar
+        )
         try:
             if done < spec["episodes"]:
                 model.learn(
@@ -397,6 +406,7 @@ def _make_callback(*args: Any) -> Any:
             save: Callable[..., dict[str, Any]],
             records: list[dict[str, Any]],
             done: int,
+            next_index: int,
             elapsed: float,
             log_every: int,
             bar: Any,
@@ -404,6 +414,7 @@ def _make_callback(*args: Any) -> Any:
             super().__init__()
             self.directory, self.spec, self.save_model = directory, spec, save
             self.records, self.done, self.elapsed = records, done, elapsed
+            self.next_index = next_index
             self.log_every, self.bar = log_every, bar
             self.pending: list[tuple[int, int, float, bool]] = []
             self.started = time.perf_counter()
@@ -438,6 +449,7 @@ def _make_callback(*args: Any) -> Any:
             seconds, self.started = now - self.started, now
             self.elapsed += seconds
             self.done += len(batch)
+            self.next_index = max(self.next_index, *(b[0] + 1 for b in batch))
             row = log_row(
                 iteration=len(self.records),
                 episodes_total=self.done,
@@ -451,6 +463,7 @@ def _make_callback(*args: Any) -> Any:
             self.records.append(row)
             self.directory.append(row)
             state = self.save_model(self.done, "controller.json")
+            state["next_index"] = self.next_index
             self.directory.save(self.spec, state, self.done, self.elapsed)
             _prune(
                 self.directory.path / "models",

@@ -128,6 +128,14 @@ def _run(args: argparse.Namespace) -> int:
 
     import lrgym  # noqa: F401 - registers the environments
 
+    from lrgym.registration import is_dynamic
+
+    if is_dynamic(args.env):
+        raise LrgymError(
+            f"lrgym run plays the bandit envs (one action per run); {args.env} takes an action "
+            f"per stretch of steps: run a controller on it with lrgym evaluate CONTROLLER --env "
+            f"{args.env}, or train a policy with lrgym train ppo --env {args.env}"
+        )
     env = gym.make(args.env, **env_kwargs_from(args))
     base = env.unwrapped
     if args.theta is not None:

@@ -1,9 +1,13 @@
-"""Shared fixtures: small fake datasets in torchvision's real on-disk layout."""
+"""Shared fixtures: small fake datasets in torchvision's real on-disk layout; killing a run
+mid-way."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +89,16 @@ def _no_user_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("LRGYM_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     os.environ.pop("LRGYM_DATA_DIR", None)
+
+
+def kill_after_lines(command: list[str], log: Path, lines: int) -> None:
+    """Start ``command`` and SIGKILL it once ``log`` has ``lines`` lines (a crash mid-run)."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        if log.exists() and log.read_text().count("\n") >= lines:
+            break
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"

@@ -5,15 +5,14 @@ the learners' own rules, and the layering (lrgym does not import agents)."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import kill_after_lines
 
 import lrgym
 from agents.cmaes import CMAES, CMAESConfig
@@ -85,18 +84,6 @@ def test_a_budget_the_learner_cannot_end_on_is_refused(tmp_path: Path) -> None:
 def train_command(algorithm: str, out: Path, *extra: str) -> list[str]:
     cli = [sys.executable, "-m", "lrgym.cli", "train", algorithm, "--env", TOY, "--no-progress"]
     return [*cli, "--env-kwargs", json.dumps(SHORT), "--seed", "5", "--out", str(out), *extra]
-
-
-def kill_after_lines(command: list[str], log: Path, lines: int) -> None:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and process.poll() is None:
-        if log.exists() and log.read_text().count("\n") >= lines:
-            break
-        time.sleep(0.01)
-    process.kill()
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
 
 
 def outcome(out: Path) -> tuple[Any, ...]:

@@ -1,0 +1,166 @@
+"""Learners and evaluation on the per-step envs: ``lrgym train`` writes a per-step policy file,
+``lrgym evaluate`` plays it, and scores bandit controllers on the same episodes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import lrgym
+from agents.collect import episode_seeds
+from agents.evaluation import evaluate_controller, evaluate_dynamic
+from agents.rundir import LOG_COLUMNS, read_checkpoint, write_checkpoint
+from agents.sb3 import train_sb3
+from lrgym.cli import main
+from lrgym.controller_file import ControllerFileError, SavedController
+from lrgym.envs import ControllerWrapper
+from lrgym.errors import InvalidConfigError
+from lrgym.registration import is_dynamic
+
+TOY = "StepSizeControl-Dynamic-Toy-v0"
+SHORT = {"steps": [20, 30], "control_interval": 5}
+
+
+def log_of(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dynamic") / "ppo"
+    command = ["train", "ppo", "--env", TOY, "--env-kwargs", json.dumps(SHORT)]
+    assert main([*command, "--episodes", "30", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_is_dynamic_tells_the_two_kinds_of_id_apart() -> None:
+    assert is_dynamic(TOY) and is_dynamic("StepSizeControl-Dynamic-MNIST-v0")
+    assert not is_dynamic("StepSizeControl-Toy-v0")
+    with pytest.raises(gym.error.Error):
+        is_dynamic("StepSizeControl-Nothing-v0")
+
+
+@pytest.mark.slow
+def test_ppo_trains_on_a_dynamic_id_to_the_exact_episode_budget(ppo_run: Path) -> None:
+    log = log_of(ppo_run)
+    assert all(list(row) == list(LOG_COLUMNS) for row in log)
+    seeds = [s for row in log for s in row["seeds"]]
+    assert log[-1]["episodes_total"] == 30 == len(seeds) == len(set(seeds))
+    # an episode's logged reward is its return: several per-step rewards, one per action
+    assert max(abs(r) for row in log for r in row["rewards"]) > 0.2
+    saved = lrgym.load_controller(ppo_run / "controller.json")
+    assert saved.is_policy and saved.is_dynamic and saved.env_id == TOY
+    assert json.loads((ppo_run / "controller.json").read_text())["version"] == 3
+
+
+@pytest.mark.slow
+def test_a_per_step_policy_file_is_played_with_its_deterministic_actions(ppo_run: Path) -> None:
+    saved = lrgym.load_controller(ppo_run / "controller.json")
+    episodes = evaluate_controller(saved, episodes=2, seed=50, keep_curves=True)
+    env = gym.make(TOY, **SHORT)
+    for episode in episodes:  # an independent replay of the same policy on the same task
+        obs, _ = env.reset(seed=episode.seed)
+        total, rates = 0.0, []
+        while True:
+            action, _ = saved.model.predict(obs, deterministic=True)
+            obs, reward, terminated, _, info = env.step(action)
+            total += reward
+            rates.append(info["lr"])
+            if terminated:
+                break
+        assert episode.reward == total and episode.curves == info["curves"]
+        assert np.array_equal(np.unique(episode.curves.learning_rates), np.unique(rates))
+
+
+@pytest.mark.slow
+def test_the_cli_evaluates_a_per_step_policy_and_prints_returns(
+    ppo_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["evaluate", str(ppo_run / "controller.json"), "--episodes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "PPO per-step policy" in out and "mean return" in out
+
+
+@pytest.mark.slow
+def test_a_per_step_policy_file_is_not_a_controller(ppo_run: Path) -> None:
+    saved = lrgym.load_controller(ppo_run / "controller.json")
+    for use in (saved.controller, lambda: saved.theta_for(np.zeros(5))):
+        with pytest.raises(ControllerFileError, match="per-step policy"):
+            use()
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(ControllerFileError, match="per-step policy"):
+        lrgym.ControlledLR(model, torch.optim.SGD(model.parameters(), lr=0.1), saved)
+    with pytest.raises(InvalidConfigError, match="bandit env"):
+        evaluate_controller(saved, "StepSizeControl-Toy-v0", episodes=1)
+    with pytest.raises(InvalidConfigError, match="per-step policy"):
+        ControllerWrapper(gym.make(TOY), saved).reset(seed=0)
+
+
+def log_linear_file(tmp_path: Path, env_id: str, **env_kwargs: Any) -> Path:
+    theta = (-0.1, 0.05, -0.05, -0.2, -2.0)
+    saved = SavedController(
+        theta=theta, theta_cov=((0.0,) * 5,) * 5, env_id=env_id, env_kwargs=env_kwargs
+    )
+    return lrgym.save_controller(saved, tmp_path / "controller.json")
+
+
+def test_a_bandit_controller_on_the_dynamic_twin_is_scored_as_the_wrapper_scores_it(
+    tmp_path: Path,
+) -> None:
+    path = log_linear_file(tmp_path, "StepSizeControl-Toy-v0", steps=[20, 30], eval_points=5)
+    saved = lrgym.load_controller(path)
+    episodes = evaluate_controller(saved, TOY, episodes=3, seed=7, keep_curves=True)
+    # the bandit env's own arguments (steps) carry over, its bandit-only ones (eval_points) not
+    env = ControllerWrapper(gym.make(TOY, steps=[20, 30]), saved.controller())
+    for episode in episodes:
+        env.reset(seed=episode.seed)
+        total = 0.0
+        while True:
+            _, reward, terminated, _, info = env.step(None)
+            total += reward
+            if terminated:
+                break
+        assert episode.reward == total and episode.curves == info["curves"]
+        assert episode.steps_completed == info["steps_completed"] <= 30
+
+
+@pytest.mark.slow
+def test_dynamic_evaluation_gives_the_same_episodes_in_worker_processes() -> None:
+    controller = lrgym.ConstantController(0.05)
+    seeds = [3, 4, 5]
+    serial = evaluate_dynamic(controller, TOY, SHORT, seeds, backend="serial")
+    process = evaluate_dynamic(controller, TOY, SHORT, seeds, backend="process", workers=2)
+    assert [e.seed for e in process] == seeds
+    assert serial == process
+
+
+@pytest.mark.slow
+def test_a_resumed_dynamic_run_continues_after_the_last_task_any_worker_finished(
+    tmp_path: Path,
+) -> None:
+    """Episodes of a dynamic env end out of step across workers, so the finished tasks need
+    not be the first ``done`` indices: the checkpoint keeps the next unused index, and a
+    resumed run starts there (a killed run resumes the same way)."""
+    out = tmp_path / "ppo"
+    settings = {"n_steps": 16}
+    common = {"env_kwargs": SHORT, "hyperparameters": settings, "workers": 2, "progress": False}
+    train_sb3("ppo", TOY, out, episodes=40, log_every=8, **common)
+    indices = {s: n for n in range(400) for s in episode_seeds(0, n, 1)}
+    first = [indices[s] for row in log_of(out) for s in row["seeds"]]
+    checkpoint = read_checkpoint(out / "checkpoint.json")
+    assert checkpoint["state"]["next_index"] == max(first) + 1
+    # as if worker 0 had run ahead: tasks up to index 49 are taken
+    checkpoint["state"]["next_index"] = 50
+    write_checkpoint(out / "checkpoint.json", checkpoint)
+    train_sb3("ppo", TOY, out, episodes=60, log_every=8, resume=True, **common)
+    log = log_of(out)
+    later = [indices[s] for row in log for s in row["seeds"]][len(first) :]
+    assert log[-1]["episodes_total"] == 60 and len(later) == 20
+    assert min(later) >= 50 and len(set(first + later)) == 60
