@@ -124,48 +124,53 @@ def evaluate_dynamic(
     or contextual controller file) through :class:`lrgym.envs.ControllerWrapper`.
 
     Episodes run on the workers of ``backend`` (see :func:`agents.collect.make_pool`); their
-    results depend only on the seed. ``reward`` is the episode's return.
+    results depend only on the seed. ``reward`` is the episode's return. To score several
+    policies on one pool, map :func:`play_episode` over a pool of :class:`DynamicWorker`.
     """
-    jobs = [(int(s), keep_curves) for s in seeds]
+    jobs = [(policy, int(s), keep_curves) for s in seeds]
     labels = [f"the episode with reset(seed={int(s)})" for s in seeds]
     with make_pool(
         backend,
-        _Player,
-        (env_id, dict(env_kwargs), policy),
+        DynamicWorker,
+        (env_id, dict(env_kwargs)),
         workers=workers,
         ray_address=ray_address,
     ) as pool:
-        return pool.map(_play, jobs, labels=labels)
+        return pool.map(play_episode, jobs, labels=labels)
 
 
-class _Player:
-    """A worker's env and what acts in it (built once per worker)."""
+class DynamicWorker:
+    """A worker's per-step env (built once), and the policy models it has loaded."""
 
-    def __init__(
-        self, env_id: str, kwargs: Mapping[str, Any], policy: SavedController | Controller
-    ) -> None:
+    def __init__(self, env_id: str, kwargs: Mapping[str, Any]) -> None:
         import lrgym  # noqa: F401 - registers the environments (in a worker process too)
 
-        env = gym.make(env_id, **dict(kwargs))
-        self.model: Any = None
-        if isinstance(policy, SavedController) and policy.is_dynamic:
-            self.model, self.env = policy.model, env
-        else:
-            self.env = ControllerWrapper(env, policy)
+        self.env = gym.make(env_id, **dict(kwargs))
+        self.models: dict[Any, Any] = {}
 
     def close(self) -> None:
         self.env.close()
 
 
-def _play(player: _Player, job: tuple[int, bool]) -> Episode:
-    seed, keep_curves = job
-    obs, _ = player.env.reset(seed=seed)
+def play_episode(
+    worker: DynamicWorker, job: tuple[SavedController | Controller, int, bool]
+) -> Episode:
+    """One episode of ``worker``'s env: ``job = (policy, seed, keep_curves)``."""
+    policy, seed, keep_curves = job
+    acting, env = None, worker.env
+    if isinstance(policy, SavedController) and policy.is_dynamic:
+        assert policy.policy is not None
+        key = (str(policy.path), policy.policy["sha256"])
+        if key not in worker.models:  # load (unpickle) each model once per worker
+            worker.models[key] = policy
+        acting = worker.models[key]
+    else:
+        env = ControllerWrapper(env, policy)
+    obs, _ = env.reset(seed=seed)
     total = 0.0
     while True:
-        action = None
-        if player.model is not None:
-            action = np.asarray(player.model.predict(obs, deterministic=True)[0], np.float32)
-        obs, reward, terminated, truncated, info = player.env.step(action)
+        action = None if acting is None else acting.act(obs)
+        obs, reward, terminated, truncated, info = env.step(action)
         total += float(reward)
         if terminated or truncated:
             break

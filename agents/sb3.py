@@ -104,8 +104,14 @@ SB3_DYNAMIC_SETTINGS: dict[str, dict[str, Any]] = {
         "n_epochs": 10,
         "learning_rate": 3e-4,
         "policy_kwargs": {"log_std_init": -0.5},
+        "normalize_observations": True,
     },
-    "a2c": {"policy": "MlpPolicy", "n_steps": 8, "use_rms_prop": False},
+    "a2c": {
+        "policy": "MlpPolicy",
+        "n_steps": 8,
+        "use_rms_prop": False,
+        "normalize_observations": True,
+    },
     "sac": {"policy": "MlpPolicy", "learning_starts": 200},
     "td3": {"policy": "MlpPolicy", "learning_starts": 200, "action_noise_std": 0.2},
     "ars": {"policy": "LinearPolicy", "n_delta": 8},
@@ -114,7 +120,11 @@ SB3_DYNAMIC_SETTINGS: dict[str, dict[str, Any]] = {
 episode), on top of each algorithm's own defaults: PPO collects 64 steps per env per update
 (SB3's 2048 would be 100-400 training runs) with a narrower initial policy (std 0.6 in the
 normalised action, 1.5 decades of learning rate); SAC and TD3 start learning after 200 actions
-(about 20 runs) instead of 100."""
+(about 20 runs) instead of 100. ``normalize_observations`` (PPO and A2C, as SB3's guide
+recommends for them) standardises observations with running statistics (SB3's
+``VecNormalize``, observations only, clipped at 10); the statistics are part of the checkpoint
+and of the controller file (plain numbers), and :meth:`lrgym.SavedController.act` applies
+them."""
 
 
 class TaskSeeds(gym.Wrapper[Any, Any, Any, Any]):
@@ -228,6 +238,7 @@ def _build(
     module = import_policy_library(library)
     kwargs = dict(settings)
     policy = kwargs.pop("policy")
+    kwargs.pop("normalize_observations", None)  # applied to the vector env
     noise = kwargs.pop("action_noise_std", None)
     if noise is not None:
         from stable_baselines3.common.noise import NormalActionNoise
@@ -298,6 +309,8 @@ def train_sb3(
     # any worker finished (older checkpoints: the count, which the bandit's lockstep equals)
     start = done if state is None else int(state.get("next_index", done))
     venv = _vec_env(env_id, spec["env_kwargs"], spec["seed"], start, spec["workers"])
+    if settings.get("normalize_observations"):
+        venv = _normalizing(venv, None if state is None else state.get("normalization"))
     tb = str(directory.path / "tensorboard") if tensorboard else None
     try:
         if state is None:
@@ -313,7 +326,7 @@ def train_sb3(
             model.save(str(temporary))
             _fsync(temporary)
             os.replace(temporary, path)
-            saved_state = {
+            saved_state: dict[str, Any] = {
                 "model": str(path.relative_to(directory.path)),
                 "sha256": file_sha256(path),
             }
@@ -325,8 +338,15 @@ def train_sb3(
                 saved_state["replay_buffer"] = str(buffer.relative_to(directory.path))
                 saved_state["replay_sha256"] = file_sha256(buffer)
             source = {"algorithm": algorithm, "episodes": episodes_done, "seed": spec["seed"]}
-            policy = {"library": library, "algorithm": class_name, "model": saved_state["model"]}
+            policy: dict[str, Any] = {"library": library, "algorithm": class_name}
+            policy["model"] = saved_state["model"]
             policy["sha256"] = saved_state["sha256"]
+            if hasattr(venv, "obs_rms"):  # the statistics the policy's inputs were scaled with
+                statistics = _statistics(venv)
+                saved_state["normalization"] = statistics
+                policy["observation_normalization"] = {
+                    k: statistics[k] for k in ("mean", "var", "epsilon", "clip")
+                }
             saved = controller_for(info_env, env_id, spec["env_kwargs"], source, policy=policy)
             for name in names:
                 save_controller(saved, directory.path / name)
@@ -355,6 +375,30 @@ def train_sb3(
         venv.close()
         info_env.close()
         torch.set_num_threads(threads)
+
+
+def _normalizing(venv: Any, statistics: Mapping[str, Any] | None) -> Any:
+    """``venv`` wrapped in SB3's ``VecNormalize`` (observations only), with the running
+    statistics of a checkpoint when resuming."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    wrapped: Any = VecNormalize(venv, norm_obs=True, norm_reward=False, clip_obs=10.0)
+    if statistics is not None:
+        wrapped.obs_rms.mean = np.asarray(statistics["mean"], dtype=np.float64)
+        wrapped.obs_rms.var = np.asarray(statistics["var"], dtype=np.float64)
+        wrapped.obs_rms.count = float(statistics["count"])
+    return wrapped
+
+
+def _statistics(venv: Any) -> dict[str, Any]:
+    """``VecNormalize``'s running statistics as plain numbers (JSON)."""
+    return {
+        "mean": [float(v) for v in venv.obs_rms.mean],
+        "var": [float(v) for v in venv.obs_rms.var],
+        "count": float(venv.obs_rms.count),
+        "epsilon": float(venv.epsilon),
+        "clip": float(venv.clip_obs),
+    }
 
 
 def _most_steps(env: gym.Env[Any, Any]) -> int:

@@ -127,7 +127,6 @@ def _run(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
     import lrgym  # noqa: F401 - registers the environments
-
     from lrgym.registration import is_dynamic
 
     if is_dynamic(args.env):

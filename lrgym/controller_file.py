@@ -76,8 +76,11 @@ class SavedController:
         source: free-form provenance (algorithm, episodes, seed).
         policy: for a policy: ``library``, ``algorithm``, ``model`` (the saved model's path,
             relative to the controller file), ``sha256`` of the model file, ``kind``
-            (:data:`POLICY_KINDS`; absent: contextual) and, for a contextual policy,
-            ``theta_center`` / ``theta_scale`` (the learning env's action-to-theta map).
+            (:data:`POLICY_KINDS`; absent: contextual), optionally
+            ``observation_normalization`` (``mean``, ``var``, ``epsilon``, ``clip``: the policy
+            sees ``clip((obs - mean) / sqrt(var + epsilon))``, see :meth:`act`) and, for a
+            contextual policy, ``theta_center`` / ``theta_scale`` (the learning env's
+            action-to-theta map).
         path: the file this was loaded from (resolves ``policy["model"]``).
     """
 
@@ -128,11 +131,29 @@ class SavedController:
             return np.asarray(self.theta, dtype=np.float64)
         if self.is_dynamic:
             raise ControllerFileError(_PER_STEP)
-        obs = np.asarray(observation, dtype=np.float32).reshape(-1)
-        action, _ = self.model.predict(obs, deterministic=True)
-        clipped = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
+        clipped = np.clip(self.act(observation).astype(np.float64), -1.0, 1.0)
         center = np.asarray(self.policy["theta_center"], dtype=np.float64)
         return center + np.asarray(self.policy["theta_scale"], dtype=np.float64) * clipped
+
+    def act(self, observation: Sequence[float] | np.ndarray) -> np.ndarray:
+        """The policy's deterministic action (float32, 1-D) for an observation of its env,
+        after the observation normalisation it was trained with, if any (policy files only).
+
+        Raises:
+            ControllerFileError: not a policy file, or as :attr:`model`.
+        """
+        if self.policy is None:
+            raise ControllerFileError("this controller file holds no policy model")
+        obs = np.asarray(observation, dtype=np.float32).reshape(-1)
+        scaling = self.policy.get("observation_normalization")
+        if scaling is not None:
+            mean = np.asarray(scaling["mean"], dtype=np.float64)
+            var = np.asarray(scaling["var"], dtype=np.float64)
+            scaled = (obs - mean) / np.sqrt(var + float(scaling["epsilon"]))
+            limit = float(scaling["clip"])
+            obs = np.clip(scaled, -limit, limit).astype(np.float32)
+        action, _ = self.model.predict(obs, deterministic=True)
+        return np.asarray(action, dtype=np.float32).reshape(-1)
 
     @cached_property
     def model(self) -> Any:
@@ -301,6 +322,11 @@ def _policy(policy: Any) -> dict[str, Any]:
     kind = policy.get("kind", "contextual")
     if kind not in POLICY_KINDS:
         raise ValueError(f"policy kind {kind!r} is not one of {list(POLICY_KINDS)}")
+    scaling = policy.get("observation_normalization")
+    if scaling is not None:
+        mean = _floats(scaling["mean"], len(scaling["mean"]), "observation_normalization mean")
+        _floats(scaling["var"], len(mean), "observation_normalization var")
+        _floats([scaling["epsilon"], scaling["clip"]], 2, "observation_normalization epsilon/clip")
     if kind == "per-step":
         return dict(policy)
     _floats(policy["theta_center"], 5, "theta_center")

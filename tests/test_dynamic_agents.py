@@ -64,11 +64,16 @@ def test_a_per_step_policy_file_is_played_with_its_deterministic_actions(ppo_run
     saved = lrgym.load_controller(ppo_run / "controller.json")
     episodes = evaluate_controller(saved, episodes=2, seed=50, keep_curves=True)
     env = gym.make(TOY, **SHORT)
+    # PPO on a dynamic env standardises its observations; the file keeps the statistics
+    scaling = saved.policy["observation_normalization"]  # type: ignore[index]
+    mean, std = np.array(scaling["mean"]), np.sqrt(np.array(scaling["var"]) + 1e-8)
+    assert mean.shape == (8,) and np.all(std > 0) and scaling["clip"] == 10.0
     for episode in episodes:  # an independent replay of the same policy on the same task
         obs, _ = env.reset(seed=episode.seed)
         total, rates = 0.0, []
         while True:
-            action, _ = saved.model.predict(obs, deterministic=True)
+            scaled = np.clip((obs - mean) / std, -10, 10).astype(np.float32)
+            action, _ = saved.model.predict(scaled, deterministic=True)
             obs, reward, terminated, _, info = env.step(action)
             total += reward
             rates.append(info["lr"])
@@ -156,6 +161,7 @@ def test_a_resumed_dynamic_run_continues_after_the_last_task_any_worker_finished
     first = [indices[s] for row in log_of(out) for s in row["seeds"]]
     checkpoint = read_checkpoint(out / "checkpoint.json")
     assert checkpoint["state"]["next_index"] == max(first) + 1
+    count = checkpoint["state"]["normalization"]["count"]  # observations seen so far
     # as if worker 0 had run ahead: tasks up to index 49 are taken
     checkpoint["state"]["next_index"] = 50
     write_checkpoint(out / "checkpoint.json", checkpoint)
@@ -164,3 +170,6 @@ def test_a_resumed_dynamic_run_continues_after_the_last_task_any_worker_finished
     later = [indices[s] for row in log for s in row["seeds"]][len(first) :]
     assert log[-1]["episodes_total"] == 60 and len(later) == 20
     assert min(later) >= 50 and len(set(first + later)) == 60
+    # the observation statistics went on from the checkpoint's (20 more episodes, not 20 alone)
+    after = read_checkpoint(out / "checkpoint.json")["state"]["normalization"]["count"]
+    assert after > count
