@@ -60,6 +60,27 @@ def test_ppo_trains_on_a_dynamic_id_to_the_exact_episode_budget(ppo_run: Path) -
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["a2c", "sac", "td3", "ars"])
+def test_every_sb3_learner_trains_and_evaluates_on_a_dynamic_id(
+    algorithm: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / algorithm
+    command = ["train", algorithm, "--env", TOY, "--env-kwargs", json.dumps(SHORT)]
+    settings = {"learning_starts": 10} if algorithm in ("sac", "td3") else {}
+    command += ["--hyperparameters", json.dumps(settings), "--seed", "2"]
+    assert main([*command, "--episodes", "16", "--out", str(out), "--no-progress"]) == 0
+    log = log_of(out)
+    assert log[-1]["episodes_total"] == 16 == len({s for row in log for s in row["seeds"]})
+    saved = lrgym.load_controller(out / "controller.json")
+    assert saved.is_dynamic and saved.source["algorithm"] == algorithm
+    capsys.readouterr()
+    code = main(["evaluate", str(out / "controller.json"), "--episodes", "2", "--json"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0 and [row["seed"] for row in rows] == [0, 1]
+    assert all(np.isfinite(row["reward"]) for row in rows)
+
+
+@pytest.mark.slow
 def test_a_per_step_policy_file_is_played_with_its_deterministic_actions(ppo_run: Path) -> None:
     saved = lrgym.load_controller(ppo_run / "controller.json")
     episodes = evaluate_controller(saved, episodes=2, seed=50, keep_curves=True)
