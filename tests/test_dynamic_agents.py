@@ -194,3 +194,32 @@ def test_a_resumed_dynamic_run_continues_after_the_last_task_any_worker_finished
     # the observation statistics went on from the checkpoint's (20 more episodes, not 20 alone)
     after = read_checkpoint(out / "checkpoint.json")["state"]["normalization"]["count"]
     assert after > count
+
+
+@pytest.mark.slow
+def test_a_contextual_policy_file_picks_theta_from_the_starting_features_in_the_wrapper(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "bandit-ppo"
+    train_sb3(
+        "ppo",
+        "StepSizeControl-Toy-v0",
+        out,
+        episodes=16,
+        env_kwargs={"steps": [20, 30]},
+        progress=False,
+    )
+    saved = lrgym.load_controller(out / "controller.json")
+    assert saved.is_policy and not saved.is_dynamic
+    bandit = gym.make("StepSizeControl-Toy-v0", steps=[20, 30])
+    episodes = evaluate_controller(saved, TOY, episodes=2, seed=30, keep_curves=True)
+    for episode in episodes:
+        start, _ = bandit.reset(seed=episode.seed)  # the same starting features
+        controller = lrgym.LogLinearController(saved.theta_for(start))
+        env = ControllerWrapper(gym.make(TOY, steps=[20, 30]), controller)
+        env.reset(seed=episode.seed)
+        while True:
+            _, _, terminated, _, info = env.step(None)
+            if terminated:
+                break
+        assert episode.curves == info["curves"]
