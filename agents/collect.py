@@ -81,7 +81,9 @@ _INFO_KEYS = (
 )
 
 
-def _episode(seed: int, info: Mapping[str, Any], keep_curves: bool) -> Episode:
+def episode_from_info(seed: int, info: Mapping[str, Any], keep_curves: bool) -> Episode:
+    """The :class:`Episode` of a finished episode's last ``info`` (its ``reward``: the bandit
+    reward, or a dynamic episode's return)."""
     return Episode(
         seed=int(seed),
         reward=float(info["reward"]),
@@ -177,7 +179,7 @@ class SerialCollector(Collector):
                 _, _, terminated, _, info = self.env.step(action)
                 if not terminated:
                     raise LrgymError("the env did not end its episode after one step")
-                episodes.append(_episode(seed, info, keep_curves))
+                episodes.append(episode_from_info(seed, info, keep_curves))
                 if progress is not None:
                     progress(1)
         return episodes

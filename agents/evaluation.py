@@ -17,7 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.collect import Episode, make_collector, make_pool
+from agents.collect import Episode, episode_from_info, make_collector, make_pool
 from lrgym.controller_file import SavedController
 from lrgym.controllers import Controller
 from lrgym.envs.dynamic import ControllerWrapper
@@ -174,13 +174,4 @@ def play_episode(
         total += float(reward)
         if terminated or truncated:
             break
-    return Episode(
-        seed=seed,
-        reward=total,
-        diverged=bool(info["diverged"]),
-        final_train_loss=float(info["final_train_loss"]),
-        test_loss=float(info["test_loss"]),
-        test_accuracy=float(info["test_accuracy"]),
-        steps_completed=int(info["steps_completed"]),
-        curves=info["curves"] if keep_curves else None,
-    )
+    return episode_from_info(seed, {**info, "reward": total}, keep_curves)

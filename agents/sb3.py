@@ -122,11 +122,11 @@ episode), on top of each algorithm's own defaults: PPO collects 64 steps per env
 normalised action, about half a decade of learning rate: with std 0.6 the exploration noise
 diverged runs near good rates and the deterministic policy retreated to rates of 6e-4 - 9e-4,
 return 0.03 on validation tasks of ``StepSizeControl-Dynamic-Digits-v0`` against 4.3 with
-0.22); SAC and TD3 start learning after 200 actions (about 20 runs) instead of 100. ``normalize_observations`` (PPO and A2C, as SB3's guide
-recommends for them) standardises observations with running statistics (SB3's
-``VecNormalize``, observations only, clipped at 10); the statistics are part of the checkpoint
-and of the controller file (plain numbers), and :meth:`lrgym.SavedController.act` applies
-them."""
+0.22); SAC and TD3 start learning after 200 actions (about 20 runs) instead of 100.
+``normalize_observations`` (PPO and A2C, as SB3's guide recommends for them) standardises
+observations with running statistics (SB3's ``VecNormalize``, observations only, clipped at
+10); the statistics are part of the checkpoint and of the controller file (plain numbers), and
+:meth:`lrgym.SavedController.act` applies them."""
 
 
 class TaskSeeds(gym.Wrapper[Any, Any, Any, Any]):
