@@ -115,3 +115,47 @@ def test_batches_cover_the_subset_before_repeating() -> None:
 def test_training_run_rejects_data_of_another_task() -> None:
     with pytest.raises(InvalidConfigError, match="task is for 'toy' but data is 'digits'"):
         TrainingRun(toy_task(), load_dataset("digits"))
+
+
+def test_advancing_in_stretches_records_the_run_train_records() -> None:
+    """``train`` is ``advance(task.steps)``: advancing the same run in uneven stretches, with
+    ``E`` at every stretch's end, gives the same steps, and ``E`` where both measured it."""
+    data, task = load_dataset("toy"), toy_task(steps=25)
+    controller = LogLinearController([0.02, 0.0, -0.05, 0.0, -3.0])
+    whole = train(task, controller, data, eval_points=6)  # E after 0, 5, 10, 15, 20, 25
+    run = TrainingRun(task, data, controller=controller, eval_steps=[0, 7, 10, 20, 25])
+    taken = [run.advance(n) for n in (7, 3, 10, 100)]
+    assert taken == [7, 3, 10, 5] and run.finished and run.advance(5) == 0
+    got = run.result()
+    for name in ("losses", "learning_rates", "features", "raw_features"):
+        assert np.array_equal(getattr(got.curves, name), getattr(whole.curves, name)), name
+    for step in (0, 10, 20, 25):
+        assert (
+            run.eval_loss(step)
+            == whole.curves.eval_losses[list(whole.curves.eval_steps).index(step)]
+        )
+    assert got.test_loss == whole.test_loss and got.final_train_loss == run.eval_loss(25)
+    with pytest.raises(KeyError, match="after step 5"):
+        run.eval_loss(5)
+
+
+def test_advance_at_a_given_rate_is_a_constant_controller() -> None:
+    data, task = load_dataset("toy"), toy_task(steps=12, eta0=0.3)
+    given = TrainingRun(task, data, eval_steps=[0, 12])
+    given.advance(12, lr=0.02)
+    constant = train(task, ConstantController(0.02), data, eval_points=2)
+    assert given.curves() == constant.curves
+
+
+@pytest.mark.parametrize("steps", [[], [3, 2], [-1, 4], [0, 31]])
+def test_evaluation_steps_outside_the_run_are_refused(steps: list[int]) -> None:
+    with pytest.raises(InvalidConfigError, match="must be non-decreasing steps in \\[0, 30\\]"):
+        TrainingRun(toy_task(), load_dataset("toy"), eval_steps=steps)
+
+
+def test_a_divergence_stops_advance_and_marks_the_later_evaluations() -> None:
+    run = TrainingRun(toy_task(eta0=1e3, momentum=0.9), load_dataset("toy"), eval_steps=[0, 10, 30])
+    taken = run.advance(30, lr=1e3)
+    assert run.diverged and run.finished and 0 < taken < 30
+    assert run.eval_loss(30) == math.inf and run.curves().eval_losses[-1] == math.inf
+    assert run.result().test_accuracy == 0.0
