@@ -12,8 +12,12 @@ import numpy as np
 from gymnasium import spaces
 
 from lrgym.controller_file import SavedController, load_controller
-from lrgym.controllers import DEFAULT_LR_BOUNDS, ConstantController, Controller
-from lrgym.controllers import LogLinearController as _LogLinear
+from lrgym.controllers import (
+    DEFAULT_LR_BOUNDS,
+    ConstantController,
+    Controller,
+    LogLinearController,
+)
 from lrgym.envs.common import OBS_HIGH, OBS_LOW, TrainingTaskEnv, phi_hat_observation
 from lrgym.errors import InvalidActionError, InvalidConfigError, choice_error
 from lrgym.tasks import Task
@@ -30,8 +34,9 @@ DEFAULT_DYNAMIC_DIVERGENCE_PENALTY = -9.0
 LOSS_FLOOR = 1e-30
 """``E`` is floored at this value inside the logs of the reward and the observation."""
 ACTION_MODES = ("absolute", "multiplicative")
-
+"""What the action sets: ``log10(eta)`` in ``lr_range``, or a factor on the current rate."""
 LOG_LOSS_BOUNDS = (-100.0, 100.0)
+"""The box of ``log E`` in the observation."""
 
 
 class StepSizeControlDynamicEnv(TrainingTaskEnv):
@@ -348,11 +353,13 @@ class StepSizeControlDynamicEnv(TrainingTaskEnv):
             if given.is_dynamic:
                 raise InvalidConfigError(
                     "this controller file holds a per-step policy of a dynamic env: it acts "
-                    "through step(action) (agents' evaluation runs it), not as a controller"
+                    "through step(action) (lrgym evaluate plays it), not as a controller"
                 )
             if given.is_policy:  # a contextual policy: theta from the starting features
                 theta = given.theta_for(phi_hat_observation(start))
-                return _LogLinear(theta, relative=given.relative, lr_bounds=given.lr_bounds), True
+                return LogLinearController(
+                    theta, relative=given.relative, lr_bounds=given.lr_bounds
+                ), True
             return given.controller(), True
         if isinstance(given, Controller) or callable(getattr(given, "learning_rate", None)):
             return given, True

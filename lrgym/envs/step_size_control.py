@@ -32,6 +32,8 @@ class StepSizeControlEnv(TrainingTaskEnv):
     initial learning rate ``eta_0``. The agent answers with the parameters ``theta`` of the
     log-linear controller ``eta_t = exp(theta^T phi_hat_{t-1})``, and ``step(theta)`` trains the
     network for the whole run with the controller setting the learning rate of every step.
+    :class:`lrgym.envs.StepSizeControlDynamicEnv` runs the same tasks with the agent setting
+    the rate during the run (the ``StepSizeControl-Dynamic-*`` ids).
 
     ## Action Space
 
