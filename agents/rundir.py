@@ -253,31 +253,22 @@ def controller_for(
     ``None``) or of a ``policy``, learned on ``env`` (contextual on a bandit env, per-step on a
     dynamic env)."""
     base = env.unwrapped
-    if isinstance(base, StepSizeControlDynamicEnv):  # a per-step policy sets each stretch's rate
+    theta = theta_cov = None
+    dynamic = isinstance(base, StepSizeControlDynamicEnv)
+    if dynamic:  # a per-step policy sets each stretch's rate; there is no theta
         if policy is None:
             raise InvalidConfigError("a dynamic env's controller file holds a per-step policy")
-        return SavedController(
-            theta=None,
-            theta_cov=None,
-            env_id=env_id,
-            env_kwargs=dict(env_kwargs),
-            lr_bounds=base.lr_bounds,
-            features=asdict(base.features),
-            lrgym_version=lrgym.__version__,
-            source=dict(source),
-            policy={**policy, "kind": "per-step"},
-        )
-    center, scale = base.theta_center, base.theta_scale  # type: ignore[attr-defined]
-    theta = theta_cov = None
-    if policy is not None:
+        policy = {**policy, "kind": "per-step"}
+    elif policy is not None:
+        center, scale = base.theta_center, base.theta_scale  # type: ignore[attr-defined]
         policy = {**policy, "theta_center": center.tolist(), "theta_scale": scale.tolist()}
     else:
         assert action is not None
         mean, spread = theta_distribution(
             np.asarray(action, dtype=np.float64),
             np.zeros((action.size, action.size)) if cov is None else np.asarray(cov),
-            center,
-            scale,
+            base.theta_center,  # type: ignore[attr-defined]
+            base.theta_scale,  # type: ignore[attr-defined]
         )
         theta = tuple(float(v) for v in mean)
         theta_cov = tuple(tuple(float(v) for v in row) for row in spread)
@@ -286,7 +277,7 @@ def controller_for(
         theta_cov=theta_cov,
         env_id=env_id,
         env_kwargs=dict(env_kwargs),
-        relative=bool(base.relative),  # type: ignore[attr-defined]
+        relative=False if dynamic else bool(base.relative),  # type: ignore[attr-defined]
         lr_bounds=tuple(base.lr_bounds),  # type: ignore[attr-defined]
         features=asdict(base.features),  # type: ignore[attr-defined]
         lrgym_version=lrgym.__version__,

@@ -40,16 +40,10 @@ import lrgym
 from agents.collect import Episode, make_pool
 from agents.evaluation import DynamicWorker, learned_kwargs, play_episode
 from lrgym.jsonfile import write_atomic
+from lrgym.leaderboard import bootstrap_ci
 
 GRID = [float(f"{10 ** (e / 4):.3g}") for e in range(-16, 1)]
 """Default constant grid: 1e-4 .. 1, four per decade."""
-
-
-def bootstrap(values: np.ndarray, rng: np.random.Generator, n: int = 10000) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the mean."""
-    means = rng.choice(values, size=(n, values.size), replace=True).mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
 
 
 def training_seeds(path: Path) -> set[int] | None:
@@ -143,7 +137,6 @@ def main() -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(out / "episodes.csv", buffer.getvalue())
-    rng = np.random.default_rng(0)
     reference = np.array([e.reward for e in results[f"best constant {best:g}"]])
     summary: dict[str, Any] = {
         "env": args.env,
@@ -161,9 +154,9 @@ def main() -> None:
     print(header)
     for name, episodes in results.items():
         returns = np.array([e.reward for e in episodes])
-        low, high = bootstrap(returns, rng)
+        low, high = bootstrap_ci(returns)
         diff = returns - reference
-        dlow, dhigh = bootstrap(diff, rng)
+        dlow, dhigh = bootstrap_ci(diff)
         loss = float(np.median([e.final_train_loss for e in episodes]))
         accuracy = float(np.mean([e.test_accuracy for e in episodes]))
         diverged = sum(e.diverged for e in episodes)

@@ -202,7 +202,6 @@ class StepSizeControlDynamicEnv(TrainingTaskEnv):
             dtype=np.float32,
         )
         self._run: TrainingRun | None = None
-        self._task: Task | None = None
         self._driven = False  # the episode's rates come from a controller
         self._phi_hat = np.zeros(5)
         self._return = 0.0
@@ -240,7 +239,7 @@ class StepSizeControlDynamicEnv(TrainingTaskEnv):
     @property
     def task(self) -> Task | None:
         """The task of the episode under way (``None`` when none is)."""
-        return self._task
+        return None if self._run is None else self._run.task
 
     @property
     def run(self) -> TrainingRun | None:
@@ -261,7 +260,6 @@ class StepSizeControlDynamicEnv(TrainingTaskEnv):
         task = self._sample_task(options)
         self._phi_hat = self._starting_features(task)
         controller, self._driven = self._controller(options.get("controller"), self._phi_hat)
-        self._task = task
         self._run = run = TrainingRun(
             task,
             self._data,
@@ -338,7 +336,7 @@ class StepSizeControlDynamicEnv(TrainingTaskEnv):
                 steps_completed=result.steps_completed,
                 curves=result.curves,
             )
-            self._run, self._task = None, None
+            self._run = None
         return obs, float(reward), terminated, False, info
 
     def _boundaries(self, steps: int) -> np.ndarray:
