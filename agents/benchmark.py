@@ -1,9 +1,9 @@
 """``lrgym benchmark``: controllers and baselines on a suite of held-out tasks.
 
 :func:`run_benchmark` runs every chosen controller on the first ``tasks`` tasks of a suite
-(:mod:`lrgym.suites`) and writes, in ``out``:
+(:mod:`lrgym.bench.suites`) and writes, in ``out``:
 
-* ``results.csv``: one row per controller x task x eta_0 (:data:`lrgym.leaderboard.
+* ``results.csv``: one row per controller x task x eta_0 (:data:`lrgym.bench.leaderboard.
   RESULT_COLUMNS`), rewritten atomically after every finished run, in the plan's order, so a
   crash never loses a finished row; at the end the oracle's rows (the best constant of the grid
   per task) are derived from the constant rows and added;
@@ -11,12 +11,12 @@
   points ``eval_steps``/``eval_losses`` (plain arrays, loaded with ``allow_pickle=False``);
 * ``benchmark.json``: the settings (suite definition, controller files with their SHA-256,
   baselines, options), checked on ``--resume``;
-* ``leaderboard.md`` (:func:`lrgym.leaderboard.write_leaderboard`, computed from the CSV alone)
-  and the figures (:func:`lrgym.figures.write_figures`).
+* ``leaderboard.md`` (:func:`lrgym.bench.leaderboard.write_leaderboard`, from the CSV alone)
+  and the figures (:func:`lrgym.bench.figures.write_figures`).
 
 What runs, per task (``eta0_source`` in brackets):
 
-* ``constant`` at every value of :data:`lrgym.baselines.LR_GRID` (grid);
+* ``constant`` at every value of :data:`lrgym.bench.baselines.LR_GRID` (grid);
 * every other baseline from the task's eta_0 (task), or at its own lr for the optimiser
   baselines (fixed);
 * every learned controller (``--controller FILE``) from the task's eta_0 (task); with its
@@ -48,21 +48,21 @@ import numpy as np
 import lrgym
 from agents.collect import make_pool
 from agents.rundir import progress_bar
-from lrgym.baselines import BASELINES, LR_GRID, get_baselines
-from lrgym.controller_file import SavedController, load_controller
-from lrgym.controllers import LogLinearController
-from lrgym.errors import DatasetNotFoundError, InvalidConfigError, LrgymError
-from lrgym.features import FeatureConfig
-from lrgym.figures import write_figures
-from lrgym.jsonfile import file_sha256, write_atomic
-from lrgym.leaderboard import (
+from lrgym.bench.baselines import BASELINES, LR_GRID, get_baselines
+from lrgym.bench.figures import write_figures
+from lrgym.bench.leaderboard import (
     oracle_rows,
     read_results,
     summary_text,
     write_leaderboard,
     write_results,
 )
-from lrgym.suites import SUITES, Suite, get_suite
+from lrgym.bench.suites import SUITES, Suite, get_suite
+from lrgym.controllers import LogLinearController
+from lrgym.controllers.files import SavedController, load_controller
+from lrgym.errors import DatasetNotFoundError, InvalidConfigError, LrgymError
+from lrgym.features import FeatureConfig
+from lrgym.jsonfile import file_sha256, write_atomic
 
 FORMAT = "lrgym-benchmark"
 VERSION = 1
@@ -296,7 +296,8 @@ def run_benchmark(
     """Run a benchmark into ``out`` (see the module docstring); returns ``out/results.csv``.
 
     Args:
-        suite: a suite of :data:`lrgym.suites.SUITES` by name, or a :class:`lrgym.suites.Suite`
+        suite: a suite of :data:`lrgym.bench.suites.SUITES` by name, or a
+            :class:`lrgym.bench.suites.Suite`
             of your own (e.g. ``dataclasses.replace(get_suite("mnist-full"), name=...,
             env_kwargs=...)`` for shorter runs; give it a name of its own, since results
             carry the suite's name and version).

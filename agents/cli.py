@@ -219,7 +219,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import lrgym  # noqa: F401 - registers the environments
     from agents.evaluation import evaluate_controller
-    from lrgym.controller_file import load_controller
+    from lrgym.controllers.files import load_controller
 
     saved = load_controller(args.controller)
     env_id = args.env or saved.env_id

@@ -18,8 +18,8 @@ import gymnasium as gym
 import numpy as np
 
 from agents.collect import Episode, episode_from_info, make_collector, make_pool
-from lrgym.controller_file import SavedController
 from lrgym.controllers import Controller
+from lrgym.controllers.files import SavedController
 from lrgym.envs.dynamic import ControllerWrapper
 from lrgym.errors import InvalidConfigError
 from lrgym.registration import bandit_id_of, is_dynamic

@@ -33,7 +33,7 @@ from agents.asktell import (
 )
 from agents.collect import Collector, episode_seeds, make_collector
 from agents.rundir import LearnerRun, RunDirectory, controller_for, log_row, progress_bar
-from lrgym.controller_file import save_controller
+from lrgym.controllers.files import save_controller
 from lrgym.errors import InvalidConfigError, LrgymError
 
 

@@ -30,7 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 import lrgym
-from lrgym.controller_file import SavedController, theta_distribution
+from lrgym.controllers.files import SavedController, theta_distribution
 from lrgym.envs.dynamic import StepSizeControlDynamicEnv
 from lrgym.errors import InvalidConfigError, LrgymError
 from lrgym.jsonfile import read_document, write_atomic

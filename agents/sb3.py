@@ -51,7 +51,7 @@ from agents.rundir import (
     log_row,
     progress_bar,
 )
-from lrgym.controller_file import import_policy_library, save_controller
+from lrgym.controllers.files import import_policy_library, save_controller
 from lrgym.envs.dynamic import StepSizeControlDynamicEnv
 from lrgym.errors import InvalidConfigError
 from lrgym.jsonfile import file_sha256

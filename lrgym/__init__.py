@@ -6,13 +6,6 @@ stretch of the run).
 """
 
 from lrgym.control import ControlledLR
-from lrgym.controller_file import (
-    ControllerFileError,
-    SavedController,
-    load_controller,
-    pretrained_controllers,
-    save_controller,
-)
 from lrgym.controllers import (
     ConstantController,
     Controller,
@@ -20,7 +13,14 @@ from lrgym.controllers import (
     LogLinearController,
     ScheduleController,
 )
-from lrgym.data import load_dataset
+from lrgym.controllers.files import (
+    ControllerFileError,
+    SavedController,
+    load_controller,
+    pretrained_controllers,
+    save_controller,
+)
+from lrgym.data.datasets import load_dataset
 from lrgym.errors import (
     DatasetCorruptError,
     DatasetNotFoundError,
@@ -30,7 +30,7 @@ from lrgym.errors import (
 )
 from lrgym.features import FeatureConfig, base_features
 from lrgym.registration import DYNAMIC_ENV_KWARGS, ENV_KWARGS, register_envs
-from lrgym.tasks import Task, TaskFamily
+from lrgym.tasks.family import Task, TaskFamily
 from lrgym.training import Curves, TrainingResult, train
 
 __version__ = "0.1.0"

@@ -171,11 +171,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from lrgym.leaderboard import write_leaderboard
+    from lrgym.bench.leaderboard import write_leaderboard
 
     print(f"leaderboard: {write_leaderboard(args.csv, args.out)}")
     if args.figures:
-        from lrgym.figures import write_figures
+        from lrgym.bench.figures import write_figures
 
         for path in write_figures(args.csv):
             print(f"figure: {path}")

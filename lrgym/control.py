@@ -55,8 +55,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrgym.controller_file import SavedController, load_controller
 from lrgym.controllers import Controller, ControlState, ScheduleController
+from lrgym.controllers.files import SavedController, load_controller
 from lrgym.errors import InvalidConfigError, LrgymError
 from lrgym.features import (
     EPS,

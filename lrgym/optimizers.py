@@ -44,7 +44,7 @@ from torch import nn
 from lrgym.errors import InvalidConfigError, LrgymError
 
 if TYPE_CHECKING:
-    from lrgym.tasks import Task
+    from lrgym.tasks.family import Task
 
 OPTIMIZERS = ("sgd", "rmsprop", "adam")
 """The optimisers a task family samples tasks for; a controller sets their learning rate."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import gymnasium as gym
 
-ENTRY_POINT = "lrgym.envs.step_size_control:StepSizeControlEnv"
+ENTRY_POINT = "lrgym.envs.bandit:StepSizeControlEnv"
 DYNAMIC_ENTRY_POINT = "lrgym.envs.dynamic:StepSizeControlDynamicEnv"
 
 _MNIST: dict[str, Any] = {

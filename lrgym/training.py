@@ -31,11 +31,11 @@ import torch
 
 from lrgym.control import ControlledLR, StepOutcome
 from lrgym.controllers import ConstantController, Controller
-from lrgym.data import ArrayDataset
+from lrgym.data.datasets import ArrayDataset
 from lrgym.errors import InvalidConfigError
 from lrgym.features import FeatureConfig, FeatureSmoother, per_example_losses
 from lrgym.optimizers import evaluation_mode, make_optimizer
-from lrgym.tasks import Task, build_model, choose_memory_format
+from lrgym.tasks.family import Task, build_model, choose_memory_format
 
 _CHUNK = 1000  # examples per forward pass when evaluating
 
@@ -126,7 +126,7 @@ class TrainingRun:
             ``evaluation_steps(task.steps, 10)``.
         device: torch device.
         memory_format: ``"auto"`` (the format measured fastest for the architecture on the
-            device, :func:`lrgym.tasks.choose_memory_format`), ``"contiguous"`` or
+            device, :func:`lrgym.tasks.family.choose_memory_format`), ``"contiguous"`` or
             ``"channels_last"``. The model, its inputs and the feature contraction run in it.
     """
 
@@ -388,7 +388,7 @@ def train(
     Args:
         task: the task.
         controller: sets eta every step.
-        data: the task's dataset (:func:`lrgym.data.load_dataset`).
+        data: the task's dataset (:func:`lrgym.data.datasets.load_dataset`).
         features: how features are computed.
         eval_points: S, the number of evaluation points of ``E`` (>= 2).
         eval_size: examples in the fixed evaluation sample.

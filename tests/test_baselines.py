@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_training import toy_task as _toy_task
 
-from lrgym.baselines import BASELINES, LR_GRID, get_baselines
+from lrgym.bench.baselines import BASELINES, LR_GRID, get_baselines
 from lrgym.controllers import (
     ConstantController,
     Controller,
@@ -18,10 +18,10 @@ from lrgym.controllers import (
     HypergradientController,
     PlateauController,
 )
-from lrgym.data import load_dataset
+from lrgym.data.datasets import load_dataset
 from lrgym.errors import InvalidConfigError
 from lrgym.optimizers import OPTIMIZER_BASELINES, applied_lr, make_optimizer
-from lrgym.tasks import Task
+from lrgym.tasks.family import Task
 from lrgym.training import TrainingRun, train
 
 TOY = load_dataset("toy")

@@ -19,12 +19,12 @@ import pytest
 import lrgym
 from agents.benchmark import plan, run_benchmark
 from agents.collect import episode_seeds
-from lrgym.baselines import BASELINES, LR_GRID
+from lrgym.bench.baselines import BASELINES, LR_GRID
+from lrgym.bench.leaderboard import RESULT_COLUMNS, read_results, summary_text
+from lrgym.bench.suites import SUITE_SEED_BASE, SUITES, get_suite
 from lrgym.cli import main
-from lrgym.controller_file import SavedController, save_controller
+from lrgym.controllers.files import SavedController, save_controller
 from lrgym.errors import DatasetNotFoundError, InvalidConfigError
-from lrgym.leaderboard import RESULT_COLUMNS, read_results, summary_text
-from lrgym.suites import SUITE_SEED_BASE, SUITES, get_suite
 
 ISSUE_COLUMNS = [
     "controller",

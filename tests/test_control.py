@@ -23,12 +23,12 @@ from test_features import batch_fixed_reference
 from torch import nn
 
 import lrgym
-from lrgym.controller_file import PRETRAINED_DIR, ControllerFileError
 from lrgym.controllers import Controller, ControlState, LogLinearController, PlateauController
-from lrgym.data import ArrayDataset, load_dataset
+from lrgym.controllers.files import PRETRAINED_DIR, ControllerFileError
+from lrgym.data.datasets import ArrayDataset, load_dataset
 from lrgym.errors import InvalidConfigError
 from lrgym.features import FeatureConfig, base_features
-from lrgym.tasks import Task
+from lrgym.tasks.family import Task
 from lrgym.training import TrainingRun
 
 TOL = 1e-4

@@ -1,4 +1,4 @@
-"""Tests of lrgym.data: root resolution, loading, normalisation, errors and caching.
+"""Tests of lrgym.data.datasets: root resolution, loading, normalisation, errors and caching.
 
 Every test uses its own tmp roots: ``_load_from_root`` is cached by (name, root string), so a
 root shared between tests would hide what a test means to check.
@@ -23,7 +23,7 @@ from conftest import write_fake_cifar10, write_fake_mnist
 
 import lrgym
 from lrgym import data
-from lrgym.data import DATASETS, ArrayDataset, candidate_roots, load_dataset
+from lrgym.data.datasets import DATASETS, ArrayDataset, candidate_roots, load_dataset
 from lrgym.errors import (
     DatasetCorruptError,
     DatasetNotFoundError,
@@ -562,8 +562,8 @@ def test_import_reads_and_writes_nothing(tmp_path: Path) -> None:
     }
     code = textwrap.dedent(
         """
-        import lrgym, lrgym.data
-        assert lrgym.data.load_dataset is lrgym.load_dataset
+        import lrgym, lrgym.data.datasets
+        assert lrgym.data.datasets.load_dataset is lrgym.load_dataset
         print("ok")
         """
     )

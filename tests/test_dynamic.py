@@ -14,8 +14,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 
 import lrgym
-from lrgym.controller_file import ControllerFileError, SavedController
 from lrgym.controllers import ScheduleController
+from lrgym.controllers.files import ControllerFileError, SavedController
 from lrgym.envs import ControllerWrapper, StepSizeControlDynamicEnv
 from lrgym.errors import InvalidActionError, InvalidConfigError
 from lrgym.registration import DYNAMIC_ENV_KWARGS, ENV_KWARGS, bandit_id_of

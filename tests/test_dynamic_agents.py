@@ -18,7 +18,7 @@ from agents.evaluation import evaluate_controller, evaluate_dynamic
 from agents.rundir import LOG_COLUMNS, read_checkpoint, write_checkpoint
 from agents.sb3 import train_sb3
 from lrgym.cli import main
-from lrgym.controller_file import ControllerFileError, SavedController
+from lrgym.controllers.files import ControllerFileError, SavedController
 from lrgym.envs import ControllerWrapper
 from lrgym.errors import InvalidConfigError
 from lrgym.registration import is_dynamic

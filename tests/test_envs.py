@@ -265,7 +265,7 @@ def test_render_and_figures_leave_the_plotting_backend_alone() -> None:
         "import matplotlib\n"
         "matplotlib.use('svg')\n"
         "import gymnasium as gym, lrgym\n"
-        "from lrgym.figures import _new_figure\n"
+        "from lrgym.bench.figures import _new_figure\n"
         "env = gym.make('StepSizeControl-Toy-v0', render_mode='rgb_array')\n"
         "env.reset(seed=0)\n"
         "env.render()\n"

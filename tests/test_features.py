@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from lrgym.data import ArrayDataset, load_dataset
+from lrgym.data.datasets import ArrayDataset, load_dataset
 from lrgym.errors import InvalidConfigError
 from lrgym.features import EPS, FeatureConfig, FeatureSmoother, ShareRegression, base_features
-from lrgym.tasks import Task, build_model
+from lrgym.tasks.family import Task, build_model
 from lrgym.training import TrainingRun
 
 TOL = 1e-4

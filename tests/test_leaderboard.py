@@ -1,4 +1,4 @@
-"""The results table, the leaderboard and the figures (lrgym.leaderboard, lrgym.figures)."""
+"""The results table, the leaderboard and the figures (lrgym.bench: leaderboard, figures)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lrgym.cli import main
-from lrgym.errors import InvalidConfigError
-from lrgym.figures import moving_average, write_figures
-from lrgym.leaderboard import (
+from lrgym.bench.figures import moving_average, write_figures
+from lrgym.bench.leaderboard import (
     RESULT_COLUMNS,
     bootstrap_ci,
     geometric_mean_loss,
@@ -25,6 +23,8 @@ from lrgym.leaderboard import (
     write_leaderboard,
     write_results,
 )
+from lrgym.cli import main
+from lrgym.errors import InvalidConfigError
 
 GRID = [10 ** (k / 2) for k in range(-10, 1)]
 """The half-decade grid 1e-5, 3.16e-5, ..., 1."""

@@ -20,7 +20,7 @@ from agents.loop import train
 from agents.random_search import RandomSearch, RandomSearchConfig
 from agents.rundir import LOG_COLUMNS, read_checkpoint
 from lrgym.cli import main
-from lrgym.controller_file import ControllerFileError
+from lrgym.controllers.files import ControllerFileError
 from lrgym.errors import InvalidConfigError, LrgymError
 
 TOY = "StepSizeControl-Toy-v0"

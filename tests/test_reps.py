@@ -532,7 +532,7 @@ TOY_FIXED_SEEDS = tuple(range(8))
 """Reset seeds of the fixed Toy tasks the optimum was measured on."""
 
 TOY_OPTIMUM = 0.5253
-"""Best mean reward over TOY_FIXED_SEEDS found by ``.venv/bin/python benchmarks/toy_optimum.py``
+"""Best mean reward over TOY_FIXED_SEEDS found by ``.venv/bin/python studies/toy_optimum.py``
 (629 evaluations: best constant rate 0.4969 at action[4] = 0.31, then a REPS refinement over
 all five components reached 0.5253 at [-0.135, 0.132, -0.123, 0.062, 0.313]; zeros: 0.1854)."""
 

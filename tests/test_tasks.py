@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from lrgym.errors import InvalidConfigError
 from lrgym.optimizers import make_optimizer
-from lrgym.tasks import (
+from lrgym.tasks.family import (
     Task,
     TaskFamily,
     WholeInputConv2d,

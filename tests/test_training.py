@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from lrgym.controllers import ConstantController, Controller, ControlState, LogLinearController
-from lrgym.data import load_dataset
+from lrgym.data.datasets import load_dataset
 from lrgym.errors import InvalidConfigError
-from lrgym.tasks import Task
+from lrgym.tasks.family import Task
 from lrgym.training import TrainingRun, evaluation_steps, train
 
 

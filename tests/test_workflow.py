@@ -35,7 +35,7 @@ from agents.loop import train
 from agents.reps import REPSConfig
 from agents.rundir import CheckpointError, read_checkpoint
 from lrgym.cli import main
-from lrgym.controller_file import ControllerFileError, SavedController
+from lrgym.controllers.files import ControllerFileError, SavedController
 from lrgym.errors import InvalidConfigError
 
 TOY = "StepSizeControl-Toy-v0"

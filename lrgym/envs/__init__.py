@@ -1,6 +1,6 @@
 """Gymnasium environments of lrgym."""
 
+from lrgym.envs.bandit import StepSizeControlEnv
 from lrgym.envs.dynamic import ControllerWrapper, StepSizeControlDynamicEnv
-from lrgym.envs.step_size_control import StepSizeControlEnv
 
 __all__ = ["ControllerWrapper", "StepSizeControlDynamicEnv", "StepSizeControlEnv"]

@@ -11,16 +11,16 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from lrgym.controller_file import SavedController, load_controller
 from lrgym.controllers import (
     DEFAULT_LR_BOUNDS,
     ConstantController,
     Controller,
     LogLinearController,
 )
-from lrgym.envs.common import OBS_HIGH, OBS_LOW, TrainingTaskEnv, phi_hat_observation
+from lrgym.controllers.files import SavedController, load_controller
+from lrgym.envs.base import OBS_HIGH, OBS_LOW, TrainingTaskEnv, phi_hat_observation
 from lrgym.errors import InvalidActionError, InvalidConfigError, choice_error
-from lrgym.tasks import Task
+from lrgym.tasks.family import Task
 from lrgym.training import TrainingResult, TrainingRun
 
 DEFAULT_CONTROL_INTERVAL = 50

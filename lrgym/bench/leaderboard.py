@@ -135,7 +135,7 @@ def _check_keys(row: Mapping[str, Any], where: str) -> None:
     if problem:
         raise InvalidConfigError(
             f"{where} does not have the results columns: {problem}. "
-            f"Fix: give exactly the columns of lrgym.leaderboard.RESULT_COLUMNS "
+            f"Fix: give exactly the columns of lrgym.bench.leaderboard.RESULT_COLUMNS "
             f"({', '.join(RESULT_COLUMNS)})."
         )
 
@@ -259,7 +259,7 @@ def read_results(path: str | Path) -> list[Row]:
         raise InvalidConfigError(
             f"results file {str(source)!r} has the wrong columns: "
             f"{problem or 'the right columns in the wrong order'}. Fix: rewrite it with "
-            f"lrgym.leaderboard.write_results (columns: {', '.join(RESULT_COLUMNS)})."
+            f"lrgym.bench.leaderboard.write_results (columns: {', '.join(RESULT_COLUMNS)})."
         )
     rows: list[Row] = []
     for fields in lines:

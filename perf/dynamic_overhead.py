@@ -14,8 +14,8 @@ checks it). Rounds alternate which runs first. Prints, per ``control_interval``,
 time of each and the median of the per-task ratios ``dynamic / train``; the target is at most
 1.10 at the id's default interval.
 
-    python benchmarks/dynamic_overhead.py --env StepSizeControl-Dynamic-Digits-v0
-    python benchmarks/dynamic_overhead.py --env StepSizeControl-Dynamic-MNIST-v0 \\
+    python perf/dynamic_overhead.py --env StepSizeControl-Dynamic-Digits-v0
+    python perf/dynamic_overhead.py --env StepSizeControl-Dynamic-MNIST-v0 \\
         --data-root ../shared/data --tasks 4
 """
 

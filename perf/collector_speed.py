@@ -8,8 +8,8 @@ noise hits both alike. It checks that both give identical rewards and prints eac
 median seconds per batch and the speed-up of the process backend. Collector start-up (process
 spawn, imports, data loading) is excluded; it is paid once per run.
 
-    python benchmarks/collector_speed.py --data-root ../shared/data
-    python benchmarks/collector_speed.py --env StepSizeControl-Digits-v0 --episodes 16
+    python perf/collector_speed.py --data-root ../shared/data
+    python perf/collector_speed.py --env StepSizeControl-Digits-v0 --episodes 16
 """
 
 from __future__ import annotations

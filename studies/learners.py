@@ -20,8 +20,8 @@ Writes into ``--out``:
 * a table on stdout: final training reward (last block) and held-out reward per learner, mean
   and 95% interval over seeds, and wall time per run.
 
-    python benchmarks/learners.py --env StepSizeControl-Digits-v0 --episodes 640 --seeds 0 1 2
-    python benchmarks/learners.py --learners reps cmaes --episodes 64 --seeds 0 --out /tmp/l
+    python studies/learners.py --env StepSizeControl-Digits-v0 --episodes 640 --seeds 0 1 2
+    python studies/learners.py --learners reps cmaes --episodes 64 --seeds 0 --out /tmp/l
 """
 
 from __future__ import annotations

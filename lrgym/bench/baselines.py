@@ -44,7 +44,7 @@ from lrgym.controllers import (
 )
 from lrgym.errors import choice_error
 from lrgym.optimizers import OPTIMIZER_BASELINES
-from lrgym.tasks import Task
+from lrgym.tasks.family import Task
 
 LR_GRID: tuple[float, ...] = tuple(float(f"{10 ** (k / 2):.3g}") for k in range(-10, 1))
 """The constant learning rates: half-decades from 1e-5 to 1 (1e-5, 3.16e-5, ..., 0.316, 1)."""

@@ -19,7 +19,7 @@ the mean test accuracy, the diverged count, and the paired difference of returns
 constant with its interval; writes every episode to ``--out``/episodes.csv and the summary to
 ``--out``/summary.json.
 
-    python benchmarks/dynamic_comparison.py --env StepSizeControl-Dynamic-Digits-v0 \\
+    python studies/dynamic_comparison.py --env StepSizeControl-Dynamic-Digits-v0 \\
         --policy ppo=runs/dyn-ppo/controller.json --controller reps=runs/digits/controller.json \\
         --workers 2 --out runs/dynamic-comparison
 """
@@ -39,8 +39,8 @@ import numpy as np
 import lrgym
 from agents.collect import Episode, make_pool
 from agents.evaluation import DynamicWorker, learned_kwargs, play_episode
+from lrgym.bench.leaderboard import bootstrap_ci
 from lrgym.jsonfile import write_atomic
-from lrgym.leaderboard import bootstrap_ci
 
 GRID = [float(f"{10 ** (e / 4):.3g}") for e in range(-16, 1)]
 """Default constant grid: 1e-4 .. 1, four per decade."""

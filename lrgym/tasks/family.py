@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrgym.data import DATASETS
+from lrgym.data.datasets import DATASETS
 from lrgym.errors import InvalidConfigError, choice_error
 from lrgym.optimizers import OPTIMIZERS
 
@@ -52,7 +52,7 @@ FASTEST_MEMORY_FORMAT: dict[tuple[str, str], str] = {
     ("cpu", "cifar-quick"): "channels_last",
 }
 """The memory format ``"auto"`` picks per ``(device type, conv architecture)``, measured with
-``benchmarks/memory_format.py`` (a featured training step in each format, side by side, one
+``perf/memory_format.py`` (a featured training step in each format, side by side, one
 torch thread). Pairs not in the table (devices not measured) run contiguous, as MLPs do."""
 
 DEFAULT_WIDTHS: dict[str, tuple[tuple[int, int], ...]] = {
@@ -82,7 +82,7 @@ class Task:
     """One training task: everything needed to reproduce a training run bit for bit.
 
     Attributes:
-        dataset: dataset name (see :data:`lrgym.data.DATASETS`).
+        dataset: dataset name (see :data:`lrgym.data.datasets.DATASETS`).
         architecture: one of :data:`ARCHITECTURES`.
         widths: filter counts (conv nets) or hidden widths (MLPs).
         subset_fraction: fraction of the training set this task trains on, in ``(0, 1]``.

@@ -1,6 +1,6 @@
 """Best achievable mean reward of ``StepSizeControl-Toy-v0`` on a fixed set of tasks.
 
-    python benchmarks/toy_optimum.py [--tasks K] [--iterations N] [--seed S]
+    python studies/toy_optimum.py [--tasks K] [--iterations N] [--seed S]
 
 The objective is the mean reward over the tasks of reset seeds ``0..K-1``; an episode's result
 depends only on ``(seed, action)``, so the objective is deterministic and the best value found

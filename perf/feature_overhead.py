@@ -18,7 +18,7 @@ every-k mode's smoothed phi1 (avg_phi1, and unc_phi1) with exact's, for three se
     tasks (the spread of the controller's input across the task family).
 Timing ratios are medians over all tasks and sequences.
 
-    python benchmarks/feature_overhead.py --data-root ../shared/data
+    python perf/feature_overhead.py --data-root ../shared/data
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from lrgym.data import load_dataset
+from lrgym.data.datasets import load_dataset
 from lrgym.features import ESTIMATES, FeatureConfig
 from lrgym.registration import ENV_KWARGS
-from lrgym.tasks import TaskFamily
+from lrgym.tasks.family import TaskFamily
 from lrgym.training import TrainingRun
 
 Schedule = Callable[[int], float]

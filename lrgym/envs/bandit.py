@@ -10,11 +10,11 @@ import numpy as np
 from gymnasium import spaces
 
 from lrgym.controllers import DEFAULT_LR_BOUNDS, Controller, LogLinearController
-from lrgym.envs.common import OBS_HIGH, OBS_LOW, TrainingTaskEnv, phi_hat_observation
+from lrgym.envs.base import OBS_HIGH, OBS_LOW, TrainingTaskEnv, phi_hat_observation
 from lrgym.errors import InvalidConfigError
 from lrgym.features import FEATURE_NAMES, FeatureConfig
 from lrgym.reward import DEFAULT_DIVERGENCE_PENALTY, log_loss_decrease
-from lrgym.tasks import Task
+from lrgym.tasks.family import Task
 from lrgym.training import TrainingResult, train
 
 DEFAULT_THETA_CENTER = (0.0, 0.0, 0.0, 0.0, -5.0)
@@ -119,7 +119,7 @@ class StepSizeControlEnv(TrainingTaskEnv):
     * ``lr_bounds``: clipping range of eta, default ``[1e-8, 10]``.
     * ``theta_center``, ``theta_scale``: the action-to-theta map.
     * ``divergence_penalty``: reward of a diverged run.
-    * ``data_root``, ``download``: where data lives (see :mod:`lrgym.data`).
+    * ``data_root``, ``download``: where data lives (see :mod:`lrgym.data.datasets`).
     * ``device``: torch device (results are bit-reproducible on the CPU).
     * ``memory_format``: ``"auto"`` (default: the layout measured fastest for the architecture
       on the device, channels-last for the conv nets on the CPU), ``"contiguous"`` or

@@ -5,7 +5,7 @@ Steps. For tasks sampled from the env's family (default: StepSizeControl-MNIST-v
 optimiser steps of
   * naive: the plain loop a user would write for the task's network: ``nn.Conv2d`` layers in
     PyTorch's default (contiguous) memory format; forward, mean loss, backward, optimiser step;
-  * plain: the same loop on lrgym's model in lrgym's memory format (``lrgym.tasks``:
+  * plain: the same loop on lrgym's model in lrgym's memory format (``lrgym.tasks.family``:
     whole-input convs as matrix products, the format of ``choose_memory_format``), no features;
   * floor: the plain loop plus one forward of each spatial conv with the update as weights,
     the one operation exact phi1 cannot do without (its cost is the floor of the overhead);
@@ -22,7 +22,7 @@ Episodes. With ``--episodes N`` (default 7) it then times whole episodes (reset 
 env with its defaults and splits each into its parts: the reset, the training steps, the
 evaluations of E and the final test pass.
 
-    python benchmarks/episode_time.py --data-root ../shared/data
+    python perf/episode_time.py --data-root ../shared/data
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ import torch
 from torch import nn
 
 import lrgym  # noqa: F401 - registers the environments
-from lrgym.data import ArrayDataset, load_dataset
+from lrgym.data.datasets import ArrayDataset, load_dataset
 from lrgym.optimizers import make_optimizer
 from lrgym.registration import ENV_KWARGS
-from lrgym.tasks import Task, TaskFamily, covers_whole_input
+from lrgym.tasks.family import Task, TaskFamily, covers_whole_input
 from lrgym.training import TrainingRun
 
 

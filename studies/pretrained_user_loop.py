@@ -17,7 +17,7 @@ loss becomes non-finite is stopped and counted as diverged (its loss: the initia
 Prints, per initial rate, the geometric mean over seeds of the final training loss of both, and
 the best constant rate of the grid; writes every run to ``--out`` (CSV).
 
-    python benchmarks/pretrained_user_loop.py --data-root ../shared/data --out runs/user-loop.csv
+    python studies/pretrained_user_loop.py --data-root ../shared/data --out runs/user-loop.csv
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     from user_models import Net
 
     import lrgym
-    from lrgym.data import load_dataset
+    from lrgym.data.datasets import load_dataset
 
     torch.set_num_threads(1)
     data = load_dataset("mnist", data_root=job["data_root"])

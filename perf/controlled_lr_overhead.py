@@ -24,22 +24,27 @@ Blocks of ``--steps`` steps of each variant are interleaved round by round, orde
 machine noise hits all alike. Prints the median time per step of each and its ratio to the
 constant loop of the same model, and the median of the per-round ratios.
 
-    python benchmarks/controlled_lr_overhead.py --data-root ../shared/data
+    python perf/controlled_lr_overhead.py --data-root ../shared/data
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from user_models import Net
 
 import lrgym
-from lrgym.data import load_dataset
+from lrgym.data.datasets import load_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
+from user_models import Net  # the models live beside the studies that use them
+
 from lrgym.features import FeatureConfig
 
 

@@ -1,6 +1,6 @@
 """Figures of a benchmark's results: PNG files drawn from ``results.csv`` and the run curves.
 
-:func:`write_figures` reads the CSV (:func:`lrgym.leaderboard.read_results`) and the ``.npz``
+:func:`write_figures` reads the CSV (:func:`lrgym.bench.leaderboard.read_results`) and the ``.npz``
 curves it points to, and writes each figure whose data exists:
 
 * ``sensitivity.png``: final training loss against eta0, for the constant grid and every
@@ -10,7 +10,7 @@ curves it points to, and writes each figure whose data exists:
 * ``perturbation.png``: how much perturbing a learned controller's parameters changes its
   final training loss, task by task.
 
-The figures follow the leaderboard's conventions (:mod:`lrgym.leaderboard`): a diverged run
+The figures follow the leaderboard's conventions (:mod:`lrgym.bench.leaderboard`): a diverged run
 counts with its initial training loss, and tasks weigh equally.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from lrgym.errors import InvalidConfigError
 from lrgym.jsonfile import write_atomic
-from lrgym.leaderboard import (
+from lrgym.bench.leaderboard import (
     Row,
     TaskKey,
     counted_loss,
@@ -336,7 +336,7 @@ def write_figures(csv_path: str | Path, out_dir: str | Path | None = None) -> li
     or whose file is missing, are skipped.
 
     Args:
-        csv_path: a file written by :func:`lrgym.leaderboard.write_results`.
+        csv_path: a file written by :func:`lrgym.bench.leaderboard.write_results`.
         out_dir: the folder to write into; default the CSV's folder.
 
     Returns:

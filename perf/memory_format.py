@@ -1,5 +1,5 @@
 """Which memory format trains each architecture fastest: the measurement behind
-``lrgym.tasks.FASTEST_MEMORY_FORMAT``.
+``lrgym.tasks.family.FASTEST_MEMORY_FORMAT``.
 
 For each conv architecture and the image sizes it meets (the cnn family on MNIST's 28x28, on
 CIFAR-10's 3x32x32 and on the 8x8 digits; the fixed LeNet; CIFAR quick), samples tasks from the
@@ -11,7 +11,7 @@ last is faster) per task and per architecture. One torch thread, as every collec
 
 CIFAR-10 is not needed on disk: its timing uses random images of CIFAR-10's shape.
 
-    python benchmarks/memory_format.py --data-root ../shared/data
+    python perf/memory_format.py --data-root ../shared/data
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from lrgym.data import ArrayDataset, load_dataset
-from lrgym.tasks import Task, TaskFamily
+from lrgym.data.datasets import ArrayDataset, load_dataset
+from lrgym.tasks.family import Task, TaskFamily
 from lrgym.training import TrainingRun
 
 CASES = {  # name: (dataset, architecture)
