@@ -22,7 +22,7 @@ import torch
 from conftest import write_fake_cifar10, write_fake_mnist
 
 import lrgym
-from lrgym import data
+from lrgym.data import datasets as data
 from lrgym.data.datasets import DATASETS, ArrayDataset, candidate_roots, load_dataset
 from lrgym.errors import (
     DatasetCorruptError,

@@ -240,7 +240,7 @@ def save_controller(saved: SavedController, path: str | os.PathLike[str]) -> Pat
     return target
 
 
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 """Where the pretrained controller files lrgym ships lie (``<name>.json``)."""
 
 
