@@ -36,18 +36,15 @@ import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from lrgym.errors import InvalidConfigError, LrgymError
+from lrgym.tasks.family import OPTIMIZERS, Task
 
-if TYPE_CHECKING:
-    from lrgym.tasks.family import Task
-
-OPTIMIZERS = ("sgd", "rmsprop", "adam")
-"""The optimisers a task family samples tasks for; a controller sets their learning rate."""
+__all__ = ["OPTIMIZERS", "make_optimizer"]
 
 
 @dataclass(frozen=True)

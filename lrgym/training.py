@@ -35,7 +35,8 @@ from lrgym.data.datasets import ArrayDataset
 from lrgym.errors import InvalidConfigError
 from lrgym.features import FeatureConfig, FeatureSmoother, per_example_losses
 from lrgym.optimizers import evaluation_mode, make_optimizer
-from lrgym.tasks.family import Task, build_model, choose_memory_format
+from lrgym.tasks.architectures import choose_memory_format
+from lrgym.tasks.family import Task, build_model
 
 _CHUNK = 1000  # examples per forward pass when evaluating
 
@@ -126,7 +127,7 @@ class TrainingRun:
             ``evaluation_steps(task.steps, 10)``.
         device: torch device.
         memory_format: ``"auto"`` (the format measured fastest for the architecture on the
-            device, :func:`lrgym.tasks.family.choose_memory_format`), ``"contiguous"`` or
+            device, :func:`lrgym.tasks.architectures.choose_memory_format`), ``"contiguous"`` or
             ``"channels_last"``. The model, its inputs and the feature contraction run in it.
     """
 

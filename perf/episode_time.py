@@ -46,7 +46,8 @@ import lrgym  # noqa: F401 - registers the environments
 from lrgym.data.datasets import ArrayDataset, load_dataset
 from lrgym.optimizers import make_optimizer
 from lrgym.registration import ENV_KWARGS
-from lrgym.tasks.family import Task, TaskFamily, covers_whole_input
+from lrgym.tasks.cnn import covers_whole_input
+from lrgym.tasks.family import Task, TaskFamily
 from lrgym.training import TrainingRun
 
 

@@ -1,5 +1,5 @@
 """Which memory format trains each architecture fastest: the measurement behind
-``lrgym.tasks.family.FASTEST_MEMORY_FORMAT``.
+``lrgym.tasks.architectures.FASTEST_MEMORY_FORMAT``.
 
 For each conv architecture and the image sizes it meets (the cnn family on MNIST's 28x28, on
 CIFAR-10's 3x32x32 and on the 8x8 digits; the fixed LeNet; CIFAR quick), samples tasks from the

@@ -11,13 +11,9 @@ import torch.nn.functional as F
 
 from lrgym.errors import InvalidConfigError
 from lrgym.optimizers import make_optimizer
-from lrgym.tasks.family import (
-    Task,
-    TaskFamily,
-    WholeInputConv2d,
-    build_model,
-    choose_memory_format,
-)
+from lrgym.tasks.architectures import choose_memory_format
+from lrgym.tasks.cnn import WholeInputConv2d
+from lrgym.tasks.family import Task, TaskFamily, build_model
 
 
 def task(**changes: object) -> Task:

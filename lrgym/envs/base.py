@@ -14,7 +14,8 @@ import numpy as np
 from lrgym.data.datasets import ArrayDataset, load_dataset
 from lrgym.errors import InvalidActionError, InvalidConfigError, choice_error
 from lrgym.features import FeatureConfig
-from lrgym.tasks.family import Task, TaskFamily, check_architecture, choose_memory_format
+from lrgym.tasks.architectures import check_architecture, choose_memory_format
+from lrgym.tasks.family import Task, TaskFamily
 from lrgym.training import TrainingResult, TrainingRun
 
 OBS_LOW = np.array([-100.0, -100.0, 0.0, 0.0, 0.0], dtype=np.float32)

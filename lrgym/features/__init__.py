@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrgym.errors import InvalidConfigError, choice_error
-from lrgym.tasks.family import covers_whole_input, flatten_alike
+from lrgym.tasks.cnn import covers_whole_input, flatten_alike
 
 EPS = 1e-30
 """Added to every variance before the log."""

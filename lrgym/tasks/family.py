@@ -17,13 +17,8 @@ Architectures (``architecture=``):
 * ``"mlp"``: fully connected ReLU nets with one sampled width per hidden layer, for
   architecture transfer (and the only choice for non-image data).
 
-A conv whose kernel covers its whole input (the last two layers of the conv nets) is a
-:class:`WholeInputConv2d`: the same function and parameters as ``nn.Conv2d``, computed as a
-matrix product, which is several times faster than a convolution routine on the CPU.
-
-Memory format: conv nets train in the layout measured fastest for their architecture on the
-device (:func:`choose_memory_format`), read from a fixed table so that the same task always
-runs the same arithmetic and results stay bit-reproducible.
+How each architecture is built, and the memory format it trains in:
+:mod:`lrgym.tasks.architectures`.
 """
 
 from __future__ import annotations
@@ -35,31 +30,20 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lrgym.data.datasets import DATASETS
 from lrgym.errors import InvalidConfigError, choice_error
-from lrgym.optimizers import OPTIMIZERS
+from lrgym.tasks.architectures import (
+    ARCHITECTURES,
+    DEFAULT_WIDTHS,
+    FIXED_WIDTHS,
+    build_network,
+    check_architecture,
+)
 
-ARCHITECTURES = ("cnn", "lenet", "cifar-quick", "mlp")
-MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
-"""Choices of ``memory_format``: ``"auto"`` takes :data:`FASTEST_MEMORY_FORMAT`."""
-
-FASTEST_MEMORY_FORMAT: dict[tuple[str, str], str] = {
-    ("cpu", "cnn"): "channels_last",
-    ("cpu", "lenet"): "channels_last",
-    ("cpu", "cifar-quick"): "channels_last",
-}
-"""The memory format ``"auto"`` picks per ``(device type, conv architecture)``, measured with
-``perf/memory_format.py`` (a featured training step in each format, side by side, one
-torch thread). Pairs not in the table (devices not measured) run contiguous, as MLPs do."""
-
-DEFAULT_WIDTHS: dict[str, tuple[tuple[int, int], ...]] = {
-    "cnn": ((2, 9), (5, 24), (50, 249)),
-    "mlp": ((16, 128), (16, 128)),
-}
-FIXED_WIDTHS: dict[str, tuple[int, ...]] = {"lenet": (20, 50, 500), "cifar-quick": (32, 32, 64, 64)}
+OPTIMIZERS = ("sgd", "rmsprop", "adam")
+"""The optimisers a task family samples tasks for; a controller sets their learning rate."""
 
 
 def _pair(name: str, value: Sequence[float], *, positive: bool = False) -> tuple[float, float]:
@@ -195,103 +179,6 @@ def _int_range(name: str, value: Iterable[int]) -> tuple[int, int]:
     return int(low), int(high)
 
 
-class WholeInputConv2d(nn.Conv2d):
-    """An ``nn.Conv2d`` whose kernel covers its whole input (no padding), so that its output
-    is ``1x1``: computed as ``F.linear`` of the flattened input and weight, the same function
-    with the same parameters. Inputs of another size go through the convolution."""
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if not covers_whole_input(self, input):
-            return super().forward(input)
-        out = F.linear(*flatten_alike(input, self.weight), self.bias)
-        return out.view(*out.shape, 1, 1)
-
-
-def covers_whole_input(conv: nn.Conv2d, x: torch.Tensor) -> bool:
-    """Whether ``conv`` applied to ``x`` ``(B, C, H, W)`` is a matrix product: its kernel is
-    the input's ``H x W``, without padding, dilation or groups."""
-    return (
-        tuple(x.shape[2:]) == tuple(conv.kernel_size)
-        and conv.groups == 1
-        and tuple(conv.dilation) == (1, 1)
-        and conv.padding in ((0, 0), "valid")
-    )
-
-
-def flatten_alike(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` ``(B, C, H, W)`` and ``weight`` ``(O, C, H, W)`` flattened to ``(B, CHW)`` and
-    ``(O, CHW)`` with their entries in the same order: views, without a copy, when both are
-    channels-last (order ``h, w, c``) or both contiguous (order ``c, h, w``)."""
-    channels_last = torch.channels_last
-    if (
-        x.is_contiguous(memory_format=channels_last)
-        and weight.is_contiguous(memory_format=channels_last)
-        and not (x.is_contiguous() and weight.is_contiguous())
-    ):
-        return x.permute(0, 2, 3, 1).flatten(1), weight.permute(0, 2, 3, 1).flatten(1)
-    return x.flatten(1), weight.flatten(1)
-
-
-def _paper_cnn(shape: tuple[int, ...], widths: Sequence[int], classes: int) -> nn.Sequential:
-    channels, side = shape[0], shape[1]
-    kernel, pad = (5, 0) if side >= 20 else (3, 1)
-    after = ((side - kernel + 2 * pad + 1) // 2 - kernel + 2 * pad + 1) // 2
-    if after < 1:
-        raise InvalidConfigError(f"input side {side} is too small for the cnn family")
-    c1, c2, c3 = widths
-    return nn.Sequential(
-        nn.Conv2d(channels, c1, kernel, padding=pad),
-        nn.MaxPool2d(2),
-        nn.Conv2d(c1, c2, kernel, padding=pad),
-        nn.MaxPool2d(2),
-        WholeInputConv2d(c2, c3, after),
-        nn.ReLU(),
-        WholeInputConv2d(c3, classes, 1),
-        nn.Flatten(),
-    )
-
-
-def _cifar_quick(shape: tuple[int, ...], widths: Sequence[int], classes: int) -> nn.Sequential:
-    c1, c2, c3, c4 = widths
-    side = shape[1] // 8
-    if side < 1:
-        raise InvalidConfigError(f"input side {shape[1]} is too small for cifar-quick")
-    return nn.Sequential(
-        nn.Conv2d(shape[0], c1, 5, padding=2),
-        nn.MaxPool2d(2),
-        nn.ReLU(),
-        nn.Conv2d(c1, c2, 5, padding=2),
-        nn.ReLU(),
-        nn.AvgPool2d(2),
-        nn.Conv2d(c2, c3, 5, padding=2),
-        nn.ReLU(),
-        nn.AvgPool2d(2),
-        WholeInputConv2d(c3, c4, side),
-        nn.ReLU(),
-        WholeInputConv2d(c4, classes, 1),
-        nn.Flatten(),
-    )
-
-
-def _mlp(shape: tuple[int, ...], widths: Sequence[int], classes: int) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Flatten()]
-    previous = int(np.prod(shape))
-    for width in widths:
-        layers += [nn.Linear(previous, width), nn.ReLU()]
-        previous = width
-    layers.append(nn.Linear(previous, classes))
-    return nn.Sequential(*layers)
-
-
-def check_architecture(architecture: str, dataset: str, input_shape: tuple[int, ...]) -> None:
-    """Raise :class:`InvalidConfigError` if ``architecture`` cannot take ``dataset``'s inputs."""
-    if architecture != "mlp" and len(input_shape) != 3:
-        raise InvalidConfigError(
-            f"architecture={architecture!r} needs image inputs (C, H, W), but dataset "
-            f"{dataset!r} has inputs of shape {input_shape}; use architecture='mlp'"
-        )
-
-
 def build_model(
     task: Task,
     input_shape: tuple[int, ...],
@@ -299,45 +186,12 @@ def build_model(
     generator: torch.Generator,
     device: torch.device | str = "cpu",
 ) -> nn.Module:
-    """Build the task's network, initialised from ``generator`` alone.
-
-    Weights and biases of every conv and linear layer are drawn uniformly from
-    ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]`` (PyTorch's default scale). The modules are created on
-    the meta device first, so the global torch RNG is never advanced.
+    """Build the task's network, initialised from ``generator`` alone (see
+    :func:`lrgym.tasks.architectures.build_network`), on ``device``.
 
     Raises:
         InvalidConfigError: the architecture needs image inputs ``(C, H, W)`` and got others.
     """
-    builders = {"cnn": _paper_cnn, "lenet": _paper_cnn, "cifar-quick": _cifar_quick, "mlp": _mlp}
     check_architecture(task.architecture, task.dataset, input_shape)
-    with torch.device("meta"):
-        model = builders[task.architecture](input_shape, task.widths, num_classes)
-    model = model.to_empty(device="cpu")  # the generator is a CPU generator
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.Conv2d | nn.Linear):
-                bound = 1.0 / math.sqrt(module.weight[0].numel())
-                nn.init.uniform_(module.weight, -bound, bound, generator=generator)
-                if module.bias is not None:
-                    nn.init.uniform_(module.bias, -bound, bound, generator=generator)
+    model = build_network(task.architecture, input_shape, task.widths, num_classes, generator)
     return model.to(device)
-
-
-def choose_memory_format(
-    architecture: str, device: torch.device | str = "cpu", choice: str = "auto"
-) -> torch.memory_format:
-    """The memory format a network of ``architecture`` trains in on ``device``.
-
-    Args:
-        architecture: one of :data:`ARCHITECTURES`.
-        device: the torch device.
-        choice: ``"auto"`` (the measured :data:`FASTEST_MEMORY_FORMAT`), ``"contiguous"`` or
-            ``"channels_last"`` (ignored by the MLP, whose inputs are flattened).
-    """
-    if choice not in MEMORY_FORMATS:
-        raise choice_error("memory_format", choice, MEMORY_FORMATS)
-    if architecture == "mlp":
-        return torch.contiguous_format
-    if choice == "auto":
-        choice = FASTEST_MEMORY_FORMAT.get((torch.device(device).type, architecture), "contiguous")
-    return torch.channels_last if choice == "channels_last" else torch.contiguous_format
