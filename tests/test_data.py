@@ -23,6 +23,7 @@ from conftest import write_fake_cifar10, write_fake_mnist
 
 import lrgym
 from lrgym.data import datasets as data
+from lrgym.data import generated
 from lrgym.data.datasets import DATASETS, ArrayDataset, candidate_roots, load_dataset
 from lrgym.errors import (
     DatasetCorruptError,
@@ -669,7 +670,7 @@ def test_digits_shapes_values_and_split() -> None:
 
 def test_digits_deterministic() -> None:
     cached = load_dataset("digits")
-    fresh = data._load_digits.__wrapped__()  # bypass the cache: rebuild from scratch
+    fresh = generated.load_digits.__wrapped__()  # bypass the cache: rebuild from scratch
     assert fresh is not cached
     for field in ("train_x", "train_y", "test_x", "test_y", "offset", "scale"):
         torch.testing.assert_close(getattr(fresh, field), getattr(cached, field), rtol=0, atol=0)
@@ -689,7 +690,7 @@ def test_toy_shapes_and_determinism() -> None:
     assert set(ds.test_y.tolist()) == set(range(4))
     assert torch.isfinite(ds.train_x).all()
     assert load_dataset("toy") is ds
-    fresh = data._load_toy.__wrapped__()
+    fresh = generated.load_toy.__wrapped__()
     assert fresh is not ds
     for field in ("train_x", "train_y", "test_x", "test_y", "offset", "scale"):
         torch.testing.assert_close(getattr(fresh, field), getattr(ds, field), rtol=0, atol=0)
