@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from agents.benchmark import add_arguments as add_benchmark_arguments
-from agents.collect import resolve_backend
+from agents.pools import resolve_backend
 from lrgym.cli import add_env_arguments, env_kwargs_from, save_curves
 from lrgym.errors import LrgymError
 from lrgym.registration import is_dynamic

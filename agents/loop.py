@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from agents.asktell import (
     learner_from_state,
     make_learner,
 )
-from agents.collect import Collector, episode_seeds, make_collector
+from agents.collect import Collector, Progress, episode_seeds, make_collector
 from agents.rundir import LearnerRun, RunDirectory, controller_for, log_row, progress_bar
 from lrgym.controllers.files import save_controller
 from lrgym.errors import InvalidConfigError, LrgymError
@@ -111,82 +111,119 @@ def train(
         collector = make_collector(
             backend, env_id, spec["env_kwargs"], workers=workers, ray_address=ray_address
         )
+    info_env = None
     try:
-        space = collector.action_space
         info_env = gym.make(env_id, **spec["env_kwargs"])
-
-        def save_file(name: str) -> None:
-            assert learner is not None
-            action, cov = learner.recommendation()
-            source = {
-                "algorithm": algorithm,
-                "iteration": learner.iteration,
-                "episodes": done,
-                "seed": spec["seed"],
-            }
-            saved = controller_for(
-                info_env, env_id, spec["env_kwargs"], source, action=action, cov=cov
-            )
-            save_controller(saved, directory.path / name)
-
         if learner is None:
-            learner = make_learner(
-                algorithm, int(np.prod(space.shape)), learner_settings, seed=spec["seed"]
-            )
-            save_file("controller-initial.json")
-            directory.save(spec, learner.state_dict(), 0, 0.0)  # a run killed now can resume
-        writer = _tensorboard(directory.path) if tensorboard else None
-        bar = progress_bar(f"{algorithm} {env_id}", spec["episodes"], done) if progress else None
-        try:
-            while done < spec["episodes"]:
-                started = time.perf_counter()
-                iteration = learner.iteration
-                actions = learner.ask()
-                if spec["same_task"]:
-                    seeds = episode_seeds(spec["seed"], iteration, 1) * len(actions)
-                else:
-                    seeds = episode_seeds(spec["seed"], iteration, len(actions))
-                batch = collector.run(  # the env clips an action outside its box
-                    actions.reshape(len(actions), *space.shape),
-                    seeds,
-                    progress=bar.update if bar is not None else None,
-                )
-                info = learner.tell(actions, [e.reward for e in batch])
-                seconds = time.perf_counter() - started
-                elapsed += seconds
-                done += len(batch)
-                record = log_row(
-                    iteration=iteration,
-                    episodes_total=done,
-                    rewards=[e.reward for e in batch],
-                    seeds=seeds,
-                    diverged=sum(e.diverged for e in batch),
-                    seconds=seconds,
-                    elapsed=elapsed,
-                    learner=_learner_log(info, learner),
-                )
-                records.append(record)
-                directory.append(record)
-                save_file("controller.json")
-                directory.save(spec, learner.state_dict(), done, elapsed)
-                if writer is not None:
-                    _log_scalars(writer, record, done)
-                if bar is not None:
-                    bar.set_postfix(
-                        iteration=f"{learner.iteration}/{spec['episodes'] // samples}",
-                        mean=f"{record['mean_reward']:.4f}",
-                        best=f"{max(r['best_reward'] for r in records):.4f}",
-                    )
-        finally:
-            if bar is not None:
-                bar.close()
-            if writer is not None:
-                writer.close()
-            info_env.close()
+            dim = int(np.prod(collector.action_space.shape))
+            learner = make_learner(algorithm, dim, learner_settings, seed=spec["seed"])
+            run = _Training(spec, directory, collector, info_env, learner)
+            run.save_controller("controller-initial.json")
+            run.checkpoint()  # a run killed now can resume
+        else:
+            run = _Training(spec, directory, collector, info_env, learner, done, elapsed, records)
+        _run_batches(run, samples, tensorboard=tensorboard, progress=progress)
     finally:
+        if info_env is not None:
+            info_env.close()
         if own:
             collector.close()
-    return LearnerRun(learner, records, directory.path)
+    return LearnerRun(learner, run.records, directory.path)
+
+
+@dataclass
+class _Training:
+    """A training run between batches: what it runs on and how far it has come."""
+
+    spec: dict[str, Any]
+    directory: RunDirectory
+    collector: Collector
+    info_env: gym.Env[Any, Any]
+    learner: AskTellLearner
+    done: int = 0
+    elapsed: float = 0.0
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def save_controller(self, name: str) -> None:
+        """Write the learner's recommendation as the controller file ``name``."""
+        action, cov = self.learner.recommendation()
+        source = {
+            "algorithm": self.spec["algorithm"],
+            "iteration": self.learner.iteration,
+            "episodes": self.done,
+            "seed": self.spec["seed"],
+        }
+        saved = controller_for(
+            self.info_env,
+            self.spec["env_id"],
+            self.spec["env_kwargs"],
+            source,
+            action=action,
+            cov=cov,
+        )
+        save_controller(saved, self.directory.path / name)
+
+    def checkpoint(self) -> None:
+        """Checkpoint the learner atomically."""
+        self.directory.save(self.spec, self.learner.state_dict(), self.done, self.elapsed)
+
+    def next_batch(self, progress: Progress | None) -> dict[str, Any]:
+        """Ask, run the batch's episodes, tell; log, save and checkpoint. Returns the log row."""
+        started = time.perf_counter()
+        learner, space = self.learner, self.collector.action_space
+        iteration = learner.iteration
+        actions = learner.ask()
+        if self.spec["same_task"]:
+            seeds = episode_seeds(self.spec["seed"], iteration, 1) * len(actions)
+        else:
+            seeds = episode_seeds(self.spec["seed"], iteration, len(actions))
+        batch = self.collector.run(  # the env clips an action outside its box
+            actions.reshape(len(actions), *space.shape), seeds, progress=progress
+        )
+        info = learner.tell(actions, [e.reward for e in batch])
+        seconds = time.perf_counter() - started
+        self.elapsed += seconds
+        self.done += len(batch)
+        record = log_row(
+            iteration=iteration,
+            episodes_total=self.done,
+            rewards=[e.reward for e in batch],
+            seeds=seeds,
+            diverged=sum(e.diverged for e in batch),
+            seconds=seconds,
+            elapsed=self.elapsed,
+            learner=_learner_log(info, learner),
+        )
+        self.records.append(record)
+        self.directory.append(record)
+        self.save_controller("controller.json")
+        self.checkpoint()
+        return record
+
+
+def _run_batches(run: _Training, samples: int, *, tensorboard: bool, progress: bool) -> None:
+    """Run batches until the run has its episodes, with the progress bar and TensorBoard log."""
+    spec = run.spec
+    writer = _tensorboard(run.directory.path) if tensorboard else None
+    bar = None
+    if progress:
+        bar = progress_bar(f"{spec['algorithm']} {spec['env_id']}", spec["episodes"], run.done)
+    try:
+        while run.done < spec["episodes"]:
+            record = run.next_batch(bar.update if bar is not None else None)
+            if writer is not None:
+                _log_scalars(writer, record, run.done)
+            if bar is not None:
+                bar.set_postfix(
+                    iteration=f"{run.learner.iteration}/{spec['episodes'] // samples}",
+                    mean=f"{record['mean_reward']:.4f}",
+                    best=f"{max(r['best_reward'] for r in run.records):.4f}",
+                )
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
 
 
 def _learner_log(info: Any, learner: AskTellLearner) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 For each env, runs the same batches of episodes (same seeds, same actions; one task per episode,
 or with ``--same-task`` one task per batch, as ``lrgym train reps --same-task`` runs them) with
-``SerialCollector`` (one torch thread in this process) and with ``ProcessCollector``
+a serial ``Collector`` (one torch thread in this process) and with a process one
 (``--workers`` processes of one torch thread each), alternating round by round so that machine
 noise hits both alike. It checks that both give identical rewards and prints each backend's
 median seconds per batch and the speed-up of the process backend. Collector start-up (process
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import lrgym  # noqa: F401 - registers the environments
-from agents.collect import ProcessCollector, SerialCollector, episode_seeds
+from agents.collect import Collector, episode_seeds
 
 
 def compare(
@@ -42,8 +42,8 @@ def compare(
     print(f"{env_id}: {episodes} episodes per batch ({tasks}), {rounds} rounds, {workers} workers")
     times: dict[str, list[float]] = {"serial": [], "process": []}
     with (
-        SerialCollector(env_id, kwargs) as serial,
-        ProcessCollector(env_id, kwargs, workers=workers) as parallel,
+        Collector(env_id, kwargs, backend="serial") as serial,
+        Collector(env_id, kwargs, backend="process", workers=workers) as parallel,
     ):
         for r in range(rounds):
             seeds = (

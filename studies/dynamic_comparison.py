@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 
 import lrgym
-from agents.collect import Episode, make_pool
+from agents.collect import Episode
 from agents.evaluation import DynamicWorker, learned_kwargs, play_episode
-from lrgym.bench.leaderboard import bootstrap_ci
+from agents.pools import make_pool
+from lrgym.bench.statistics import bootstrap_ci
 from lrgym.controllers.files import PerStepPolicyFile
 from lrgym.jsonfile import write_atomic
 

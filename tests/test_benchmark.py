@@ -20,7 +20,8 @@ import lrgym
 from agents.benchmark import plan, run_benchmark
 from agents.collect import episode_seeds
 from lrgym.bench.baselines import BASELINES, LR_GRID
-from lrgym.bench.leaderboard import RESULT_COLUMNS, read_results, summary_text
+from lrgym.bench.leaderboard import summary_text
+from lrgym.bench.results import RESULT_COLUMNS, read_results
 from lrgym.bench.suites import SUITE_SEED_BASE, SUITES, get_suite
 from lrgym.cli import main
 from lrgym.controllers.files import LogLinearFile, save_controller

@@ -12,17 +12,9 @@ import numpy as np
 import pytest
 
 from lrgym.bench.figures import moving_average, write_figures
-from lrgym.bench.leaderboard import (
-    RESULT_COLUMNS,
-    bootstrap_ci,
-    geometric_mean_loss,
-    leaderboard_markdown,
-    oracle_rows,
-    read_results,
-    robustness_score,
-    write_leaderboard,
-    write_results,
-)
+from lrgym.bench.leaderboard import leaderboard_markdown, write_leaderboard
+from lrgym.bench.results import RESULT_COLUMNS, read_results, write_results
+from lrgym.bench.statistics import bootstrap_ci, geometric_mean_loss, oracle_rows, robustness_score
 from lrgym.cli import main
 from lrgym.errors import InvalidConfigError
 

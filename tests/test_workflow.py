@@ -22,17 +22,10 @@ import numpy as np
 import pytest
 
 import lrgym
-from agents.collect import (
-    CollectorError,
-    Episode,
-    ProcessCollector,
-    SerialCollector,
-    episode_seeds,
-    make_collector,
-    resolve_backend,
-)
+from agents.collect import Collector, Episode, episode_seeds, make_collector
 from agents.evaluation import evaluate_controller
 from agents.loop import train
+from agents.pools import CollectorError, ProcessPool, SerialPool, resolve_backend
 from agents.reps import REPSConfig
 from agents.rundir import CheckpointError, read_checkpoint
 from lrgym.cli import main
@@ -64,7 +57,8 @@ def test_episode_seeds_are_fixed_and_differ_between_iterations() -> None:
 
 @pytest.fixture(scope="module")
 def serial_results() -> list[Episode]:
-    with SerialCollector(DIGITS, DIGITS_SHORT) as collector:
+    with Collector(DIGITS, DIGITS_SHORT, backend="serial") as collector:
+        assert isinstance(collector.pool, SerialPool)
         return collector.run(batch(5), episode_seeds(0, 0, 5), keep_curves=True)
 
 
@@ -72,7 +66,7 @@ def test_process_backend_matches_serial_bit_for_bit_on_cnn_episodes(
     serial_results: list[Episode],
 ) -> None:
     done: list[int] = []
-    with ProcessCollector(DIGITS, DIGITS_SHORT, workers=2) as collector:
+    with Collector(DIGITS, DIGITS_SHORT, backend="process", workers=2) as collector:
         seeds = episode_seeds(0, 0, 5)
         results = collector.run(batch(5), seeds, keep_curves=True, progress=done.append)
         again = collector.run(batch(2, seed=1), seeds[:2])  # the workers serve many batches
@@ -84,8 +78,9 @@ def test_process_backend_matches_serial_bit_for_bit_on_cnn_episodes(
 
 def test_a_worker_that_dies_ends_the_run_with_an_error_naming_its_seed() -> None:
     seeds = [11, 12]
-    with ProcessCollector(DIGITS, {"steps": [20000, 20000]}, workers=2) as collector:
-        pids = collector.pids
+    with Collector(DIGITS, {"steps": [20000, 20000]}, backend="process", workers=2) as collector:
+        assert isinstance(collector.pool, ProcessPool)
+        pids = collector.pool.pids
         victim = pids[0]  # gets the first episode
         assert victim is not None
         killer = threading.Timer(1.0, os.kill, (victim, signal.SIGKILL))
@@ -104,7 +99,7 @@ def test_a_worker_that_dies_ends_the_run_with_an_error_naming_its_seed() -> None
 
 
 def test_an_episode_that_raises_in_a_worker_is_reported_with_its_seed() -> None:
-    with ProcessCollector("failing_env:Failing-v0", workers=2) as collector:
+    with make_collector("process", "failing_env:Failing-v0", workers=2) as collector:
         assert len(collector.run(batch(3), [2, 4, 6])) == 3
         with pytest.raises(CollectorError, match=r"reset\(seed=7\).*odd seed 7") as error:
             collector.run(batch(3), [2, 7, 4])
@@ -114,7 +109,7 @@ def test_an_episode_that_raises_in_a_worker_is_reported_with_its_seed() -> None:
 
 def test_a_worker_that_cannot_build_the_env_is_an_error_not_a_hang() -> None:
     with pytest.raises(CollectorError, match=r"building the env.*widths"):
-        ProcessCollector(TOY, {"architecture": "mlp", "widths": []}, workers=2)
+        make_collector("process", TOY, {"architecture": "mlp", "widths": []}, workers=2)
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +168,7 @@ def test_ray_backend_matches_serial(serial_results: list[Episode], ray_head: str
 
 
 def test_collectors_reject_bad_batches_and_settings() -> None:
-    with SerialCollector(TOY, SHORT) as collector:
+    with Collector(TOY, SHORT) as collector:
         with pytest.raises(InvalidConfigError, match=r"shape \(2, 5\) for 3 seeds"):
             collector.run(batch(2), [1, 2, 3])
         bad = batch(1)
@@ -193,14 +188,16 @@ def test_without_a_backend_more_workers_mean_processes_as_on_the_command_line() 
     assert resolve_backend(None, 2, "127.0.0.1:1") == "ray"
     assert resolve_backend("serial", 2) == "serial"  # a named backend is kept (and checked)
     with make_collector(None, TOY, workers=2) as collector:
-        assert isinstance(collector, ProcessCollector)
+        assert isinstance(collector.pool, ProcessPool)
+    with make_collector(None, TOY) as collector:
+        assert isinstance(collector.pool, SerialPool)
 
 
 # --------------------------------------------------------------------------------------------
 # train, checkpoint, resume
 
 
-class Interrupting(SerialCollector):
+class Interrupting(Collector):
     """Raises KeyboardInterrupt (a Ctrl-C) after ``limit`` episodes in all."""
 
     def __init__(self, limit: int) -> None:

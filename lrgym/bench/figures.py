@@ -1,6 +1,6 @@
 """Figures of a benchmark's results: PNG files drawn from ``results.csv`` and the run curves.
 
-:func:`write_figures` reads the CSV (:func:`lrgym.bench.leaderboard.read_results`) and the ``.npz``
+:func:`write_figures` reads the CSV (:func:`lrgym.bench.results.read_results`) and the ``.npz``
 curves it points to, and writes each figure whose data exists:
 
 * ``sensitivity.png``: final training loss against eta0, for the constant grid and every
@@ -10,7 +10,7 @@ curves it points to, and writes each figure whose data exists:
 * ``perturbation.png``: how much perturbing a learned controller's parameters changes its
   final training loss, task by task.
 
-The figures follow the leaderboard's conventions (:mod:`lrgym.bench.leaderboard`): a diverged run
+The figures follow the leaderboard's conventions (:mod:`lrgym.bench.statistics`): a diverged run
 counts with its initial training loss, and tasks weigh equally.
 """
 
@@ -24,19 +24,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lrgym.errors import InvalidConfigError
-from lrgym.jsonfile import write_atomic
-from lrgym.bench.leaderboard import (
-    Row,
+from lrgym.bench.leaderboard import eta0_label
+from lrgym.bench.results import Row, read_results
+from lrgym.bench.statistics import (
     TaskKey,
     counted_loss,
-    eta0_label,
     is_diverged,
     per_task_values,
-    read_results,
     task_key,
     with_oracle,
 )
+from lrgym.errors import InvalidConfigError
+from lrgym.jsonfile import write_atomic
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -336,7 +335,7 @@ def write_figures(csv_path: str | Path, out_dir: str | Path | None = None) -> li
     or whose file is missing, are skipped.
 
     Args:
-        csv_path: a file written by :func:`lrgym.bench.leaderboard.write_results`.
+        csv_path: a file written by :func:`lrgym.bench.results.write_results`.
         out_dir: the folder to write into; default the CSV's folder.
 
     Returns:
