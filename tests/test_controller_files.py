@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 import lrgym
 from lrgym.controllers.files import (
@@ -89,6 +90,9 @@ def test_a_contextual_policy_maps_the_starting_features_to_theta() -> None:
         saved.controller()  # ControlledLR's question: no task at hand
     assert isinstance(raised.value, ControllerFileError)
     assert isinstance(raised.value, InvalidConfigError)
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(InvalidConfigError, match="contextual policy"):
+        lrgym.ControlledLR(model, torch.optim.SGD(model.parameters(), lr=0.1), saved)
     assert saved.describe() == "PPO contextual policy models/model-000016.zip"
 
 
