@@ -219,7 +219,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import lrgym  # noqa: F401 - registers the environments
     from agents.evaluation import evaluate_controller
-    from lrgym.controllers.files import load_controller
+    from lrgym.controllers.files import LogLinearFile, load_controller
 
     saved = load_controller(args.controller)
     env_id = args.env or saved.env_id
@@ -240,14 +240,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(json.dumps(row))
     else:
         dynamic = is_dynamic(env_id)
-        if saved.is_policy:
-            assert saved.policy is not None
-            kind = "per-step" if saved.is_dynamic else "contextual"
-            print(f"{env_id}: {saved.policy['algorithm']} {kind} policy {saved.policy['model']}")
-        else:
-            theta = np.round(saved.theta_for(np.zeros(5)), 4).tolist()
-            how = " (as a policy: it sets every step's rate)" if dynamic else ""
-            print(f"{env_id}: theta = {theta}{how}")
+        as_policy = dynamic and isinstance(saved, LogLinearFile)
+        how = " (as a policy: it sets every step's rate)" if as_policy else ""
+        print(f"{env_id}: {saved.describe()}{how}")
         what = "return" if dynamic else "reward"
         header = (("ep", 3), ("seed", 6), (what, 8), ("train loss", 10), ("test acc", 8))
         print(" ".join(f"{name:>{width}}" for name, width in header), f"{'diverged':>8}")

@@ -12,6 +12,7 @@ each stretch's rate with its deterministic action, and any other controller runs
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
@@ -20,7 +21,7 @@ import numpy as np
 from agents.collect import Episode, episode_from_info, make_collector
 from agents.pools import make_pool
 from lrgym.controllers import Controller
-from lrgym.controllers.files import SavedController
+from lrgym.controllers.files import PerStepPolicyFile, SavedController
 from lrgym.envs.dynamic import ControllerWrapper
 from lrgym.errors import InvalidConfigError
 from lrgym.registration import bandit_id_of, is_dynamic
@@ -69,7 +70,7 @@ def evaluate_controller(
             ray_address=ray_address,
             keep_curves=keep_curves,
         )
-    if saved.is_dynamic:
+    if isinstance(saved, PerStepPolicyFile):
         raise InvalidConfigError(
             f"{target} is a bandit env; this controller file holds a per-step policy of "
             f"{saved.env_id}: evaluate it on a StepSizeControl-Dynamic env"
@@ -78,10 +79,8 @@ def evaluate_controller(
     probe = gym.make(target, **kwargs)
     try:
         base: Any = probe.unwrapped
-        if saved.is_policy:  # theta depends on the task: read each task's starting features
-            thetas = [saved.theta_for(probe.reset(seed=s)[0]) for s in seeds]
-        else:
-            thetas = [saved.theta_for(np.zeros(5))] * episodes
+        # a contextual policy reads each task's starting features (the probe's reset)
+        thetas = [saved.theta_for(partial(_starting_features, probe, s)) for s in seeds]
         batch = np.array([base.theta_to_action(theta) for theta in thetas])
     finally:
         probe.close()
@@ -97,6 +96,11 @@ def evaluate_controller(
         backend, target, kwargs, workers=workers, ray_address=ray_address
     ) as collector:
         return collector.run(np.clip(batch, -1, 1), seeds, keep_curves=keep_curves)
+
+
+def _starting_features(env: gym.Env[Any, Any], seed: int) -> np.ndarray:
+    observation, _ = env.reset(seed=seed)
+    return np.asarray(observation)
 
 
 def learned_kwargs(saved: SavedController, env_id: str) -> dict[str, Any]:
@@ -159,12 +163,10 @@ def play_episode(
     """One episode of ``worker``'s env: ``job = (policy, seed, keep_curves)``."""
     policy, seed, keep_curves = job
     acting, env = None, worker.env
-    if isinstance(policy, SavedController) and policy.is_dynamic:
-        assert policy.policy is not None
+    if isinstance(policy, PerStepPolicyFile):
         key = (str(policy.path), policy.policy["sha256"])
-        if key not in worker.models:  # load (unpickle) each model once per worker
-            worker.models[key] = policy
-        acting = worker.models[key]
+        # keep the first copy of each file: its model is loaded (unpickled) once per worker
+        acting = worker.models.setdefault(key, policy)
     else:
         env = ControllerWrapper(env, policy)
     obs, _ = env.reset(seed=seed)

@@ -30,7 +30,13 @@ import gymnasium as gym
 import numpy as np
 
 import lrgym
-from lrgym.controllers.files import SavedController, theta_distribution
+from lrgym.controllers.files import (
+    ContextualPolicyFile,
+    LogLinearFile,
+    PerStepPolicyFile,
+    SavedController,
+    theta_distribution,
+)
 from lrgym.envs.dynamic import StepSizeControlDynamicEnv
 from lrgym.errors import InvalidConfigError, LrgymError
 from lrgym.jsonfile import read_document, write_atomic
@@ -250,40 +256,35 @@ def controller_for(
     policy: Mapping[str, Any] | None = None,
 ) -> SavedController:
     """The controller file of a learned ``action`` (with its search covariance, zeros if
-    ``None``) or of a ``policy``, learned on ``env`` (contextual on a bandit env, per-step on a
-    dynamic env)."""
-    base = env.unwrapped
-    theta = theta_cov = None
-    dynamic = isinstance(base, StepSizeControlDynamicEnv)
-    if dynamic:  # a per-step policy sets each stretch's rate; there is no theta
+    ``None``; a :class:`~lrgym.controllers.saved.LogLinearFile`) or of a ``policy`` (its
+    ``library``, ``algorithm``, ``model``, ``sha256`` and optional
+    ``observation_normalization``), learned on ``env``: a contextual policy on a bandit env, a
+    per-step policy on a dynamic env."""
+    base: Any = env.unwrapped
+    metadata: dict[str, Any] = {
+        "env_id": env_id,
+        "env_kwargs": dict(env_kwargs),
+        "lr_bounds": tuple(base.lr_bounds),
+        "features": asdict(base.features),
+        "lrgym_version": lrgym.__version__,
+        "source": dict(source),
+    }
+    if isinstance(base, StepSizeControlDynamicEnv):  # sets each stretch's rate; no theta
         if policy is None:
             raise InvalidConfigError("a dynamic env's controller file holds a per-step policy")
-        policy = {**policy, "kind": "per-step"}
-    elif policy is not None:
-        center, scale = base.theta_center, base.theta_scale  # type: ignore[attr-defined]
-        policy = {**policy, "theta_center": center.tolist(), "theta_scale": scale.tolist()}
-    else:
-        assert action is not None
-        mean, spread = theta_distribution(
-            np.asarray(action, dtype=np.float64),
-            np.zeros((action.size, action.size)) if cov is None else np.asarray(cov),
-            base.theta_center,  # type: ignore[attr-defined]
-            base.theta_scale,  # type: ignore[attr-defined]
-        )
-        theta = tuple(float(v) for v in mean)
-        theta_cov = tuple(tuple(float(v) for v in row) for row in spread)
-    return SavedController(
-        theta=theta,
-        theta_cov=theta_cov,
-        env_id=env_id,
-        env_kwargs=dict(env_kwargs),
-        relative=False if dynamic else bool(base.relative),  # type: ignore[attr-defined]
-        lr_bounds=tuple(base.lr_bounds),  # type: ignore[attr-defined]
-        features=asdict(base.features),  # type: ignore[attr-defined]
-        lrgym_version=lrgym.__version__,
-        source=dict(source),
-        policy=policy,
+        return PerStepPolicyFile(policy=policy, **metadata)
+    metadata["relative"] = bool(base.relative)
+    if policy is not None:
+        center, scale = base.theta_center.tolist(), base.theta_scale.tolist()
+        contextual = {**policy, "theta_center": center, "theta_scale": scale}
+        return ContextualPolicyFile(policy=contextual, **metadata)
+    if action is None:
+        raise InvalidConfigError("a bandit env's controller file needs an action or a policy")
+    spread = np.zeros((action.size, action.size)) if cov is None else np.asarray(cov)
+    mean, theta_cov = theta_distribution(
+        np.asarray(action, dtype=np.float64), spread, base.theta_center, base.theta_scale
     )
+    return LogLinearFile(theta=tuple(mean), theta_cov=tuple(map(tuple, theta_cov)), **metadata)
 
 
 def progress_bar(description: str, total: int, done: int, unit: str = "episode") -> Any:

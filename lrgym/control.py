@@ -631,21 +631,15 @@ def _resolve(
     if isinstance(controller, (str, os.PathLike)):
         controller = load_controller(controller)
     if isinstance(controller, SavedController):
-        if controller.is_dynamic:
-            controller.controller()  # raises, saying what a per-step policy file is
-        if controller.is_policy:
-            raise InvalidConfigError(
-                "this controller file holds a contextual policy, whose theta depends on a "
-                "task's starting features in an lrgym env; ControlledLR takes log-linear "
-                "controller files (REPS, CMA-ES, random search), or a Controller"
-            )
+        # no task at hand: a policy file raises, saying what its kind needs
+        built = controller.controller()
         names = ("gamma", "every", "estimate")
         known = {k: v for k, v in controller.features.items() if k in names}
         try:
             config = FeatureConfig(**known)
         except LrgymError as exc:
             raise InvalidConfigError(f"the controller file's feature settings: {exc}") from None
-        return controller.controller(), config
+        return built, config
     if isinstance(controller, Controller) or callable(getattr(controller, "learning_rate", None)):
         return controller, None
     raise InvalidConfigError(

@@ -41,6 +41,7 @@ from agents.collect import Episode
 from agents.evaluation import DynamicWorker, learned_kwargs, play_episode
 from agents.pools import make_pool
 from lrgym.bench.statistics import bootstrap_ci
+from lrgym.controllers.files import PerStepPolicyFile
 from lrgym.jsonfile import write_atomic
 
 GRID = [float(f"{10 ** (e / 4):.3g}") for e in range(-16, 1)]
@@ -93,10 +94,11 @@ def main() -> None:
             checked = "no training log beside it: seeds not checked"
         else:
             checked = f"trained on {len(used)} tasks, none of them held out or for selection"
-        if saved.is_dynamic and learned_kwargs(saved, args.env) != kwargs:
+        per_step = isinstance(saved, PerStepPolicyFile)
+        if per_step and learned_kwargs(saved, args.env) != kwargs:
             print(f"note: {name} was learned with env arguments {dict(saved.env_kwargs)}")
         contenders[name] = saved
-        kind = "per-step policy" if saved.is_dynamic else "controller"
+        kind = "per-step policy" if per_step else "controller"
         print(f"{name}: {file} ({kind}, {checked})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

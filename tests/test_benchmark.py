@@ -24,7 +24,7 @@ from lrgym.bench.leaderboard import summary_text
 from lrgym.bench.results import RESULT_COLUMNS, read_results
 from lrgym.bench.suites import SUITE_SEED_BASE, SUITES, get_suite
 from lrgym.cli import main
-from lrgym.controllers.files import SavedController, save_controller
+from lrgym.controllers.files import LogLinearFile, save_controller
 from lrgym.errors import DatasetNotFoundError, InvalidConfigError
 
 ISSUE_COLUMNS = [
@@ -46,7 +46,7 @@ THETA = [0.05, -0.05, 0.0, 0.0, -4.0]
 
 
 def controller_file(folder: Path, name: str = "learned") -> Path:
-    saved = SavedController(
+    saved = LogLinearFile(
         theta=tuple(THETA),
         theta_cov=tuple(tuple(0.01 * (i == j) for j in range(5)) for i in range(5)),
         env_id="StepSizeControl-Toy-v0",

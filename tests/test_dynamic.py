@@ -15,7 +15,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 
 import lrgym
 from lrgym.controllers import ScheduleController
-from lrgym.controllers.files import ControllerFileError, SavedController
+from lrgym.controllers.files import ControllerFileError, LogLinearFile
 from lrgym.envs import ControllerWrapper, StepSizeControlDynamicEnv
 from lrgym.errors import InvalidActionError, InvalidConfigError
 from lrgym.registration import DYNAMIC_ENV_KWARGS, ENV_KWARGS, bandit_id_of
@@ -284,7 +284,7 @@ def base_reward(result: lrgym.TrainingResult) -> float:
 
 def test_the_wrapper_takes_controller_files_and_pretrained_names(tmp_path: Path) -> None:
     theta = (-0.15, 0.03, -0.03, -0.34, -2.45)
-    saved = SavedController(theta=theta, theta_cov=None, env_id="StepSizeControl-Digits-v0")
+    saved = LogLinearFile(theta=theta, theta_cov=None, env_id="StepSizeControl-Digits-v0")
     path = lrgym.save_controller(
         dataclasses.replace(saved, theta_cov=((0.0,) * 5,) * 5), tmp_path / "c.json"
     )

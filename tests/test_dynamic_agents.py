@@ -18,7 +18,12 @@ from agents.evaluation import evaluate_controller, evaluate_dynamic
 from agents.rundir import LOG_COLUMNS, read_checkpoint, write_checkpoint
 from agents.sb3 import train_sb3
 from lrgym.cli import main
-from lrgym.controllers.files import ControllerFileError, SavedController
+from lrgym.controllers.files import (
+    ContextualPolicyFile,
+    ControllerFileError,
+    LogLinearFile,
+    PerStepPolicyFile,
+)
 from lrgym.envs import ControllerWrapper
 from lrgym.errors import InvalidConfigError
 from lrgym.registration import is_dynamic
@@ -55,7 +60,7 @@ def test_ppo_trains_on_a_dynamic_id_to_the_exact_episode_budget(ppo_run: Path) -
     # an episode's logged reward is its return: several per-step rewards, one per action
     assert max(abs(r) for row in log for r in row["rewards"]) > 0.2
     saved = lrgym.load_controller(ppo_run / "controller.json")
-    assert saved.is_policy and saved.is_dynamic and saved.env_id == TOY
+    assert isinstance(saved, PerStepPolicyFile) and saved.env_id == TOY
     assert json.loads((ppo_run / "controller.json").read_text())["version"] == 3
 
 
@@ -72,7 +77,7 @@ def test_every_sb3_learner_trains_and_evaluates_on_a_dynamic_id(
     log = log_of(out)
     assert log[-1]["episodes_total"] == 16 == len({s for row in log for s in row["seeds"]})
     saved = lrgym.load_controller(out / "controller.json")
-    assert saved.is_dynamic and saved.source["algorithm"] == algorithm
+    assert isinstance(saved, PerStepPolicyFile) and saved.source["algorithm"] == algorithm
     capsys.readouterr()
     code = main(["evaluate", str(out / "controller.json"), "--episodes", "2", "--json"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -83,10 +88,11 @@ def test_every_sb3_learner_trains_and_evaluates_on_a_dynamic_id(
 @pytest.mark.slow
 def test_a_per_step_policy_file_is_played_with_its_deterministic_actions(ppo_run: Path) -> None:
     saved = lrgym.load_controller(ppo_run / "controller.json")
+    assert isinstance(saved, PerStepPolicyFile)
     episodes = evaluate_controller(saved, episodes=2, seed=50, keep_curves=True)
     env = gym.make(TOY, **SHORT)
     # PPO on a dynamic env standardises its observations; the file keeps the statistics
-    scaling = saved.policy["observation_normalization"]  # type: ignore[index]
+    scaling = saved.policy["observation_normalization"]
     mean, std = np.array(scaling["mean"]), np.sqrt(np.array(scaling["var"]) + 1e-8)
     assert mean.shape == (8,) and np.all(std > 0) and scaling["clip"] == 10.0
     for episode in episodes:  # an independent replay of the same policy on the same task
@@ -131,7 +137,7 @@ def test_a_per_step_policy_file_is_not_a_controller(ppo_run: Path) -> None:
 
 def log_linear_file(tmp_path: Path, env_id: str, **env_kwargs: Any) -> Path:
     theta = (-0.1, 0.05, -0.05, -0.2, -2.0)
-    saved = SavedController(
+    saved = LogLinearFile(
         theta=theta, theta_cov=((0.0,) * 5,) * 5, env_id=env_id, env_kwargs=env_kwargs
     )
     return lrgym.save_controller(saved, tmp_path / "controller.json")
@@ -210,7 +216,7 @@ def test_a_contextual_policy_file_picks_theta_from_the_starting_features_in_the_
         progress=False,
     )
     saved = lrgym.load_controller(out / "controller.json")
-    assert saved.is_policy and not saved.is_dynamic
+    assert isinstance(saved, ContextualPolicyFile)
     bandit = gym.make("StepSizeControl-Toy-v0", steps=[20, 30])
     episodes = evaluate_controller(saved, TOY, episodes=2, seed=30, keep_curves=True)
     for episode in episodes:

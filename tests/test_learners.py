@@ -20,7 +20,7 @@ from agents.loop import train
 from agents.random_search import RandomSearch, RandomSearchConfig
 from agents.rundir import LOG_COLUMNS, read_checkpoint
 from lrgym.cli import main
-from lrgym.controllers.files import ControllerFileError
+from lrgym.controllers.files import ContextualPolicyFile, ControllerFileError
 from lrgym.errors import InvalidConfigError, LrgymError
 
 TOY = "StepSizeControl-Toy-v0"
@@ -53,7 +53,8 @@ def test_each_learner_trains_through_the_cli_and_its_controller_evaluates(
     seeds = [s for row in log for s in row["seeds"]]
     assert len(set(seeds)) == 32  # every episode its own task
     saved = lrgym.load_controller(out / "controller.json")
-    assert saved.is_policy == (algorithm in SB3) and saved.source["algorithm"] == algorithm
+    kind = "contextual" if algorithm in SB3 else "log-linear"
+    assert saved.kind == kind and saved.source["algorithm"] == algorithm
     code = main(["evaluate", str(out / "controller.json"), "--episodes", "2", "--json"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 0 and [row["seed"] for row in rows] == [0, 1]
@@ -213,13 +214,14 @@ def test_a_policy_controller_file_checks_its_model(tmp_path: Path) -> None:
     out = tmp_path / "ppo"
     train_sb3("ppo", TOY, out, episodes=32, env_kwargs=SHORT, progress=False)
     saved = lrgym.load_controller(out / "controller.json")
+    assert isinstance(saved, ContextualPolicyFile)
     with pytest.raises(ControllerFileError, match="contextual policy"):
         saved.controller()
     observation = np.array([-5.0, -3.0, 0.0, 0.0, 1.0], dtype=np.float32)
     theta = saved.theta_for(observation)
     action, _ = saved.model.predict(observation, deterministic=True)
     np.testing.assert_allclose(theta, [0, 0, 0, 0, -5] + np.array([1, 1, 1, 1, 10]) * action)
-    model = out / saved.policy["model"]  # type: ignore[index]
+    model = out / saved.policy["model"]
     model.write_bytes(model.read_bytes() + b"x")
     with pytest.raises(ControllerFileError, match="does not match"):
         lrgym.load_controller(out / "controller.json").model  # noqa: B018

@@ -4,6 +4,7 @@ learners: tests/test_learners.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -28,7 +29,7 @@ from agents.pools import CollectorError, ProcessPool, SerialPool, resolve_backen
 from agents.reps import REPSConfig
 from agents.rundir import CheckpointError, read_checkpoint
 from lrgym.cli import main
-from lrgym.controllers.files import ControllerFileError, SavedController
+from lrgym.controllers.files import ControllerFileError, LogLinearFile
 from lrgym.errors import InvalidConfigError
 
 TOY = "StepSizeControl-Toy-v0"
@@ -351,7 +352,7 @@ def test_resume_refuses_bad_checkpoints_and_other_settings(
 
 
 def test_controller_file_round_trip_and_errors(tmp_path: Path) -> None:
-    saved = SavedController(
+    saved = LogLinearFile(
         theta=(0.1, -0.2, 0.0, 0.3, -4.0),
         theta_cov=tuple(tuple(float(i == j) for j in range(5)) for i in range(5)),
         env_id=TOY,
@@ -389,7 +390,7 @@ def test_evaluate_controller_runs_theta_on_seeded_tasks(uninterrupted: Path) -> 
     env.reset(seed=51)
     _, reward, *_ = env.step(env.unwrapped.theta_to_action(saved.theta))
     assert episodes[1].reward == reward and len(episodes[1].curves.losses) > 0
-    far = SavedController(**{**saved.__dict__, "theta": (5.0, 0.0, 0.0, 0.0, -5.0)})
+    far = dataclasses.replace(saved, theta=(5.0, 0.0, 0.0, 0.0, -5.0))
     with pytest.raises(InvalidConfigError, match="cannot express theta"):
         evaluate_controller(far, episodes=1)
 

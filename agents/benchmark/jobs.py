@@ -163,12 +163,10 @@ def _controller(worker: BenchmarkWorker, job: Job, task: lrgym.Task) -> tuple[An
     if path not in worker.saved:
         worker.saved[path] = load_controller(path)
     saved = worker.saved[path]
-    if saved.is_policy:  # the policy reads the task's starting features, from this eta_0
-        observation, _ = worker.env.reset(options={"task": task})
-        theta = saved.theta_for(observation)
-    else:
-        theta = saved.theta_for(np.zeros(5))
-    theta = np.array(theta, dtype=np.float64)
+    # a contextual policy reads the task's starting features, from this eta_0
+    theta = np.array(
+        saved.theta_for(lambda: worker.env.reset(options={"task": task})[0]), dtype=np.float64
+    )
     if "perturb" in spec:
         entry, factor = spec["perturb"]
         theta[int(entry)] *= float(factor)

@@ -15,7 +15,6 @@ from lrgym.controllers import (
     DEFAULT_LR_BOUNDS,
     ConstantController,
     Controller,
-    LogLinearController,
 )
 from lrgym.controllers.files import SavedController, load_controller
 from lrgym.envs.base import OBS_HIGH, OBS_LOW, TrainingTaskEnv, phi_hat_observation
@@ -347,18 +346,8 @@ class StepSizeControlDynamicEnv(TrainingTaskEnv):
     def _controller(self, given: Any, start: np.ndarray) -> tuple[Controller, bool]:
         if given is None:
             return ConstantController(), False
-        if isinstance(given, SavedController):
-            if given.is_dynamic:
-                raise InvalidConfigError(
-                    "this controller file holds a per-step policy of a dynamic env: it acts "
-                    "through step(action) (lrgym evaluate plays it), not as a controller"
-                )
-            if given.is_policy:  # a contextual policy: theta from the starting features
-                theta = given.theta_for(phi_hat_observation(start))
-                return LogLinearController(
-                    theta, relative=given.relative, lr_bounds=given.lr_bounds
-                ), True
-            return given.controller(), True
+        if isinstance(given, SavedController):  # a per-step policy file raises, saying why
+            return given.controller_for(phi_hat_observation(start)), True
         if isinstance(given, Controller) or callable(getattr(given, "learning_rate", None)):
             return given, True
         raise InvalidConfigError(
