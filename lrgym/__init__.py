@@ -13,14 +13,15 @@ from lrgym.controllers import (
     LogLinearController,
     ScheduleController,
 )
-from lrgym.controllers.files import (
+from lrgym.controllers.files import load_controller, pretrained_controllers, save_controller
+from lrgym.controllers.policy_files import ContextualPolicyFile, PerStepPolicyFile
+from lrgym.controllers.saved import (
     ControllerFileError,
+    ControllerKindError,
+    LogLinearFile,
     SavedController,
-    load_controller,
-    pretrained_controllers,
-    save_controller,
 )
-from lrgym.data.datasets import load_dataset
+from lrgym.data import load_dataset
 from lrgym.errors import (
     DatasetCorruptError,
     DatasetNotFoundError,
@@ -30,7 +31,7 @@ from lrgym.errors import (
 )
 from lrgym.features import FeatureConfig, base_features
 from lrgym.registration import DYNAMIC_ENV_KWARGS, ENV_KWARGS, register_envs
-from lrgym.tasks.family import Task, TaskFamily
+from lrgym.tasks import Task, TaskFamily
 from lrgym.training import Curves, TrainingResult, train
 
 __version__ = "0.1.0"
@@ -39,10 +40,12 @@ __all__ = [
     "DYNAMIC_ENV_KWARGS",
     "ENV_KWARGS",
     "ConstantController",
+    "ContextualPolicyFile",
     "ControlState",
     "ControlledLR",
     "Controller",
     "ControllerFileError",
+    "ControllerKindError",
     "Curves",
     "DatasetCorruptError",
     "DatasetNotFoundError",
@@ -50,7 +53,9 @@ __all__ = [
     "InvalidActionError",
     "InvalidConfigError",
     "LogLinearController",
+    "LogLinearFile",
     "LrgymError",
+    "PerStepPolicyFile",
     "SavedController",
     "ScheduleController",
     "Task",
