@@ -22,7 +22,7 @@ from agents.collect import Episode, episode_from_info, make_collector
 from agents.pools import make_pool
 from lrgym.controllers import Controller
 from lrgym.controllers.files import PerStepPolicyFile, SavedController
-from lrgym.envs.dynamic import ControllerWrapper
+from lrgym.envs import ControllerWrapper
 from lrgym.errors import InvalidConfigError
 from lrgym.registration import bandit_id_of, is_dynamic
 

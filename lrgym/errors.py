@@ -6,6 +6,7 @@ naturally catch, so ``except ValueError`` keeps working for bad arguments.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -20,6 +21,23 @@ class InvalidConfigError(LrgymError, ValueError):
 
 class InvalidActionError(LrgymError, ValueError):
     """An action passed to ``env.step`` has the wrong shape, dtype or non-finite entries."""
+
+
+class UnknownSettingError(LrgymError, TypeError):
+    """A keyword argument is no setting of the env (a ``TypeError``, as Python raises for an
+    unexpected keyword argument); :meth:`naming` builds one whose message names the close
+    matches. It takes a message alone, as ``gym.make`` re-raises it with the env id added."""
+
+    @classmethod
+    def naming(cls, key: str, known: Sequence[str], owner: str) -> UnknownSettingError:
+        """The error for ``key``, naming the close matches among the ``known`` settings of
+        ``owner`` (or listing them all when none is close)."""
+        matches = difflib.get_close_matches(key, known)
+        if matches:
+            hint = "did you mean " + " or ".join(repr(m) for m in matches) + "?"
+        else:
+            hint = f"the settings of {owner} are " + ", ".join(known)
+        return cls(f"unknown env setting {key!r}; {hint}")
 
 
 class DatasetNotFoundError(LrgymError, FileNotFoundError):

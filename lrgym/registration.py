@@ -1,42 +1,33 @@
-"""Every ``gymnasium.register`` call of lrgym, with string entry points (cheap to import).
+"""Every ``gymnasium.register`` call of lrgym, with string entry points.
 
-Keyword arguments are JSON-serialisable (lists, not tuples), so ``EnvSpec.to_json`` round-trips.
+Each id states only what it changes of the settings' defaults (:mod:`lrgym.spec`); it is
+registered with all its settings, JSON-serialisable (lists, not tuples), so
+``EnvSpec.to_json`` round-trips.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import gymnasium as gym
 
+from lrgym.spec import BanditSettings, DynamicSettings, EnvSettings
+
 ENTRY_POINT = "lrgym.envs.bandit:StepSizeControlEnv"
 DYNAMIC_ENTRY_POINT = "lrgym.envs.dynamic:StepSizeControlDynamicEnv"
+_SHARED = frozenset(f.name for f in fields(EnvSettings))
 
-_MNIST: dict[str, Any] = {
-    "dataset": "mnist",
-    "architecture": "cnn",
-    "optimizer": "sgd",
-    "momentum": 0.9,
-    "subset_fraction": [0.1, 0.5],
-    "steps": [300, 1000],
-    "batch_size": [64, 64],
-    "lr": [1e-4, 1e-1],
-}
-_RMSPROP_LR = [1e-5, 1e-2]
+_MNIST: dict[str, Any] = {"dataset": "mnist"}
+_RMSPROP = {"optimizer": "rmsprop", "lr": [1e-5, 1e-2]}
 
-ENV_KWARGS: dict[str, dict[str, Any]] = {
-    "StepSizeControl-MNIST-v0": dict(_MNIST),
-    "StepSizeControl-MNIST-RMSprop-v0": {**_MNIST, "optimizer": "rmsprop", "lr": _RMSPROP_LR},
-    "StepSizeControl-FashionMNIST-v0": {**_MNIST, "dataset": "fashion_mnist"},
-    "StepSizeControl-CIFAR10-v0": {**_MNIST, "dataset": "cifar10"},
-    "StepSizeControl-CIFAR10-RMSprop-v0": {
-        **_MNIST,
-        "dataset": "cifar10",
-        "optimizer": "rmsprop",
-        "lr": _RMSPROP_LR,
-    },
+_OVERRIDES: dict[str, dict[str, Any]] = {
+    "StepSizeControl-MNIST-v0": _MNIST,
+    "StepSizeControl-MNIST-RMSprop-v0": {**_MNIST, **_RMSPROP},
+    "StepSizeControl-FashionMNIST-v0": {"dataset": "fashion_mnist"},
+    "StepSizeControl-CIFAR10-v0": {"dataset": "cifar10"},
+    "StepSizeControl-CIFAR10-RMSprop-v0": {"dataset": "cifar10", **_RMSPROP},
     "StepSizeControl-Digits-v0": {
-        **_MNIST,
         "dataset": "digits",
         "subset_fraction": [0.5, 1.0],
         "steps": [100, 300],
@@ -44,7 +35,6 @@ ENV_KWARGS: dict[str, dict[str, Any]] = {
         "eval_size": 500,
     },
     "StepSizeControl-Toy-v0": {
-        **_MNIST,
         "dataset": "toy",
         "architecture": "mlp",
         "widths": [[8, 32]],
@@ -55,23 +45,39 @@ ENV_KWARGS: dict[str, dict[str, Any]] = {
         "eval_size": 256,
     },
 }
-"""The registered bandit ids and their keyword arguments (the env's defaults fill the rest)."""
+"""What each bandit id changes of :class:`lrgym.spec.BanditSettings`'s defaults (every id
+names its dataset)."""
 
 _DYNAMIC_SOURCES = {
-    "MNIST": ("StepSizeControl-MNIST-v0", 50),
-    "MNIST-RMSprop": ("StepSizeControl-MNIST-RMSprop-v0", 50),
-    "FashionMNIST": ("StepSizeControl-FashionMNIST-v0", 50),
-    "CIFAR10": ("StepSizeControl-CIFAR10-v0", 50),
+    "MNIST": ("StepSizeControl-MNIST-v0", None),
+    "MNIST-RMSprop": ("StepSizeControl-MNIST-RMSprop-v0", None),
+    "FashionMNIST": ("StepSizeControl-FashionMNIST-v0", None),
+    "CIFAR10": ("StepSizeControl-CIFAR10-v0", None),
     "Digits": ("StepSizeControl-Digits-v0", 20),
     "Toy": ("StepSizeControl-Toy-v0", 10),
 }
+"""Each per-step id's bandit id (whose task family it runs) and its ``control_interval``
+(``None``: :class:`lrgym.spec.DynamicSettings`'s default)."""
+
+ENV_KWARGS: dict[str, dict[str, Any]] = {
+    env_id: BanditSettings.from_kwargs(overrides).to_kwargs()
+    for env_id, overrides in _OVERRIDES.items()
+}
+"""The registered bandit ids and their settings, every one (JSON: lists for tuples), as
+``gym.spec(env_id).kwargs`` holds them."""
 
 DYNAMIC_ENV_KWARGS: dict[str, dict[str, Any]] = {
-    f"StepSizeControl-Dynamic-{name}-v0": {**ENV_KWARGS[source], "control_interval": interval}
+    f"StepSizeControl-Dynamic-{name}-v0": DynamicSettings.from_kwargs(
+        {
+            **{k: v for k, v in _OVERRIDES[source].items() if k in _SHARED},
+            **({} if interval is None else {"control_interval": interval}),
+        }
+    ).to_kwargs()
     for name, (source, interval) in _DYNAMIC_SOURCES.items()
 }
-"""The registered per-step ids (:class:`lrgym.envs.StepSizeControlDynamicEnv`): the task
-families of the bandit ids, with the optimiser steps per action (``control_interval``)."""
+"""The registered per-step ids (:class:`lrgym.envs.StepSizeControlDynamicEnv`) and their
+settings: the task families of the bandit ids, with the optimiser steps per action
+(``control_interval``)."""
 
 
 def bandit_id_of(env_id: str) -> str | None:

@@ -1,6 +1,7 @@
 """Gymnasium environments of lrgym."""
 
 from lrgym.envs.bandit import StepSizeControlEnv
-from lrgym.envs.dynamic import ControllerWrapper, StepSizeControlDynamicEnv
+from lrgym.envs.dynamic import StepSizeControlDynamicEnv
+from lrgym.envs.wrappers import ControllerWrapper
 
 __all__ = ["ControllerWrapper", "StepSizeControlDynamicEnv", "StepSizeControlEnv"]

@@ -9,16 +9,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from lrgym.controllers import DEFAULT_LR_BOUNDS, Controller, LogLinearController
+from lrgym.controllers import Controller, LogLinearController
 from lrgym.envs.base import OBS_HIGH, OBS_LOW, TrainingTaskEnv, phi_hat_observation
-from lrgym.errors import InvalidConfigError
 from lrgym.features import FEATURE_NAMES, FeatureConfig
-from lrgym.reward import DEFAULT_DIVERGENCE_PENALTY, log_loss_decrease
+from lrgym.reward import log_loss_decrease
+from lrgym.spec import BanditSettings
 from lrgym.tasks.family import Task
 from lrgym.training import TrainingResult, train
-
-DEFAULT_THETA_CENTER = (0.0, 0.0, 0.0, 0.0, -5.0)
-DEFAULT_THETA_SCALE = (1.0, 1.0, 1.0, 1.0, 10.0)
 
 
 class StepSizeControlEnv(TrainingTaskEnv):
@@ -104,27 +101,18 @@ class StepSizeControlEnv(TrainingTaskEnv):
     env = gym.make("StepSizeControl-MNIST-v0", data_root="~/data", steps=[100, 200])
     ```
 
-    * ``dataset``: ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"digits"`` or ``"toy"``.
-    * ``architecture``: ``"cnn"`` (the paper's sampled family), ``"lenet"`` (fixed
-      [20, 50, 500]), ``"cifar-quick"`` (fixed [32, 32, 64, 64]) or ``"mlp"``.
-    * ``widths``: ``[low, high]`` per sampled layer, or ``None`` for the architecture default.
-    * ``optimizer``: ``"sgd"``, ``"rmsprop"`` or ``"adam"``; ``momentum`` for SGD.
-    * ``subset_fraction``, ``steps``, ``batch_size``: ``[low, high]`` ranges (uniform).
-    * ``lr``: ``[low, high]`` range of ``eta_0`` (log-uniform), inside ``lr_bounds``.
-    * ``gamma``: feature smoothing; ``feature_every``: compute ``phi1`` exactly every k steps,
-      estimated in between as ``feature_estimate`` says (``"dense"``, ``"last"`` or
-      ``"hold"``, see :class:`lrgym.features.FeatureConfig`).
-    * ``eval_points`` (S), ``eval_size``; ``test_size`` (``None``: the whole test set).
-    * ``relative``: the relative controller ``eta_t = eta_{t-1} exp(theta^T phi_hat)``.
-    * ``lr_bounds``: clipping range of eta, default ``[1e-8, 10]``.
-    * ``theta_center``, ``theta_scale``: the action-to-theta map.
-    * ``divergence_penalty``: reward of a diverged run.
-    * ``data_root``, ``download``: where data lives (see :mod:`lrgym.data.datasets`).
-    * ``device``: torch device (results are bit-reproducible on the CPU).
-    * ``memory_format``: ``"auto"`` (default: the layout measured fastest for the architecture
-      on the device, channels-last for the conv nets on the CPU), ``"contiguous"`` or
-      ``"channels_last"``. Formats differ in rounding only; the same format and seed give
-      bit-identical results.
+    Every keyword argument but ``render_mode`` is a setting of
+    :class:`lrgym.spec.BanditSettings` (its fields document each one and its default; the
+    env's settings are ``env.unwrapped.settings``): the task family (``dataset``,
+    ``architecture``, ``widths``, ``optimizer``, ``momentum``, the ``[low, high]`` ranges
+    ``subset_fraction``, ``steps``, ``batch_size`` and ``lr``), the features (``gamma``,
+    ``feature_every``, ``feature_estimate``), the reward (``eval_points``, ``eval_size``,
+    ``divergence_penalty``), ``test_size``, the controller (``relative``, ``lr_bounds``,
+    ``theta_center``, ``theta_scale``) and where it runs (``data_root``, ``download``,
+    ``device``, ``memory_format``). An unknown key raises
+    :class:`lrgym.errors.UnknownSettingError` (a ``TypeError``) naming the close matches; a
+    bad value :class:`lrgym.errors.InvalidConfigError`.
+
     * ``render_mode``: ``None`` or ``"rgb_array"`` (the last run's loss and lr curves).
 
     ## Version History
@@ -132,66 +120,12 @@ class StepSizeControlEnv(TrainingTaskEnv):
     * v0: initial release.
     """
 
-    def __init__(
-        self,
-        *,
-        dataset: str = "mnist",
-        architecture: str = "cnn",
-        widths: Sequence[Sequence[int]] | None = None,
-        optimizer: str = "sgd",
-        momentum: float = 0.9,
-        subset_fraction: Sequence[float] = (0.1, 0.5),
-        steps: Sequence[int] = (300, 1000),
-        batch_size: Sequence[int] = (64, 64),
-        lr: Sequence[float] = (1e-4, 1e-1),
-        gamma: float = 0.9,
-        feature_every: int = 1,
-        feature_estimate: str = "dense",
-        eval_points: int = 10,
-        eval_size: int = 1000,
-        test_size: int | None = None,
-        relative: bool = False,
-        lr_bounds: Sequence[float] = DEFAULT_LR_BOUNDS,
-        theta_center: Sequence[float] = DEFAULT_THETA_CENTER,
-        theta_scale: Sequence[float] = DEFAULT_THETA_SCALE,
-        divergence_penalty: float = DEFAULT_DIVERGENCE_PENALTY,
-        data_root: str | None = None,
-        download: bool = True,
-        device: str = "cpu",
-        memory_format: str = "auto",
-        render_mode: str | None = None,
-    ) -> None:
-        self._setup(
-            dataset=dataset,
-            architecture=architecture,
-            widths=widths,
-            optimizer=optimizer,
-            momentum=momentum,
-            subset_fraction=subset_fraction,
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            gamma=gamma,
-            feature_every=feature_every,
-            feature_estimate=feature_estimate,
-            eval_size=eval_size,
-            test_size=test_size,
-            lr_bounds=lr_bounds,
-            divergence_penalty=divergence_penalty,
-            data_root=data_root,
-            download=download,
-            device=device,
-            memory_format=memory_format,
-            render_mode=render_mode,
-        )
-        if eval_points < 2:
-            raise InvalidConfigError(f"eval_points={eval_points!r} must be >= 2")
-        self.eval_points = eval_points
-        self.theta_center = _vector("theta_center", theta_center)
-        self.theta_scale = _vector("theta_scale", theta_scale)
-        if np.any(self.theta_scale <= 0):
-            raise InvalidConfigError(f"theta_scale={theta_scale!r} must be positive")
-        self.relative = bool(relative)
+    settings: BanditSettings
+
+    def __init__(self, *, render_mode: str | None = None, **settings: Any) -> None:
+        self._setup(BanditSettings.from_kwargs(settings), render_mode)
+        self.theta_center = np.asarray(self.settings.theta_center, dtype=np.float64)
+        self.theta_scale = np.asarray(self.settings.theta_scale, dtype=np.float64)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(5,), dtype=np.float32)
         self.observation_space = spaces.Box(OBS_LOW, OBS_HIGH, dtype=np.float32)
         self._task: Task | None = None
@@ -229,7 +163,10 @@ class StepSizeControlEnv(TrainingTaskEnv):
         normalised = self._validate(action, (5,), f"one entry per feature {FEATURE_NAMES}")
         clipped = np.clip(normalised, -1.0, 1.0)
         theta = self.action_to_theta(clipped)
-        controller = LogLinearController(theta, relative=self.relative, lr_bounds=self.lr_bounds)
+        settings = self.settings
+        controller = LogLinearController(
+            theta, relative=settings.relative, lr_bounds=settings.lr_bounds
+        )
         result = self.run_controller(controller, self._task)
         self._task, self.last_result = None, result
         reward = self.reward_of(result)
@@ -257,16 +194,17 @@ class StepSizeControlEnv(TrainingTaskEnv):
                 (``dataclasses.replace(task, eta0=...)``).
             features: a feature configuration instead of the env's.
         """
+        settings = self.settings
         return train(
             task,
             controller,
             self._data,
             features=features or self.features,
-            eval_points=self.eval_points,
-            eval_size=self.eval_size,
-            test_size=self.test_size,
-            device=self.device,
-            memory_format=self.memory_format,
+            eval_points=settings.eval_points,
+            eval_size=settings.eval_size,
+            test_size=settings.test_size,
+            device=settings.device,
+            memory_format=settings.memory_format,
         )
 
     def reward_of(self, result: TrainingResult) -> float:
@@ -275,15 +213,8 @@ class StepSizeControlEnv(TrainingTaskEnv):
         return log_loss_decrease(
             result.curves.eval_losses.tolist(),
             diverged=result.diverged,
-            penalty=self.divergence_penalty,
+            penalty=self.settings.divergence_penalty,
         )
-
-
-def _vector(name: str, value: Sequence[float]) -> np.ndarray:
-    array = np.asarray(value, dtype=np.float64)
-    if array.shape != (5,) or not np.all(np.isfinite(array)):
-        raise InvalidConfigError(f"{name}={value!r} must be 5 finite numbers")
-    return array
 
 
 def _info(

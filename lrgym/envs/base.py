@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -14,7 +13,8 @@ import numpy as np
 from lrgym.data.datasets import ArrayDataset, load_dataset
 from lrgym.errors import InvalidActionError, InvalidConfigError, choice_error
 from lrgym.features import FeatureConfig
-from lrgym.tasks.architectures import check_architecture, choose_memory_format
+from lrgym.spec import EnvSettings
+from lrgym.tasks.architectures import check_architecture
 from lrgym.tasks.family import Task, TaskFamily
 from lrgym.training import TrainingResult, TrainingRun
 
@@ -31,81 +31,41 @@ def phi_hat_observation(phi_hat: np.ndarray) -> np.ndarray:
 
 
 class TrainingTaskEnv(gym.Env[np.ndarray, np.ndarray]):
-    """Base of the lrgym envs: a task family, its data and the run settings (see
-    :class:`lrgym.envs.StepSizeControlEnv` for the arguments)."""
+    """Base of the lrgym envs: a task family, its data and the run settings
+    (:class:`lrgym.spec.EnvSettings`)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 1}  # noqa: RUF012 - as in gym.Env
 
+    settings: EnvSettings
+    """The env's settings (:mod:`lrgym.spec`); ``env.unwrapped.<setting>`` reads them too."""
     family: TaskFamily
     features: FeatureConfig
     last_result: TrainingResult | None
 
-    def _setup(
-        self,
-        *,
-        dataset: str,
-        architecture: str,
-        widths: Sequence[Sequence[int]] | None,
-        optimizer: str,
-        momentum: float,
-        subset_fraction: Sequence[float],
-        steps: Sequence[int],
-        batch_size: Sequence[int],
-        lr: Sequence[float],
-        gamma: float,
-        feature_every: int,
-        feature_estimate: str,
-        eval_size: int,
-        test_size: int | None,
-        lr_bounds: Sequence[float],
-        divergence_penalty: float,
-        data_root: str | None,
-        download: bool,
-        device: str,
-        memory_format: str,
-        render_mode: str | None,
-    ) -> None:
+    def _setup(self, settings: EnvSettings, render_mode: str | None) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise choice_error("render_mode", render_mode, [None, *self.metadata["render_modes"]])
-        self.family = TaskFamily(
-            dataset=dataset,
-            architecture=architecture,
-            widths=None if widths is None else tuple(tuple(w) for w in widths),  # type: ignore[misc]
-            subset_fraction=tuple(subset_fraction),  # type: ignore[arg-type]
-            steps=tuple(steps),  # type: ignore[arg-type]
-            batch_size=tuple(batch_size),  # type: ignore[arg-type]
-            lr=tuple(lr),  # type: ignore[arg-type]
-            optimizer=optimizer,
-            momentum=momentum,
-        )
-        self.features = FeatureConfig(gamma=gamma, every=feature_every, estimate=feature_estimate)
-        if eval_size < 1 or (test_size is not None and test_size < 1):
-            raise InvalidConfigError(
-                f"eval_size={eval_size!r} must be >= 1 and test_size={test_size!r} None or >= 1"
-            )
-        if not math.isfinite(divergence_penalty):
-            raise InvalidConfigError(f"divergence_penalty={divergence_penalty!r} must be finite")
-        bounds = tuple(float(b) for b in lr_bounds)
-        if len(bounds) != 2 or not 0.0 < bounds[0] <= bounds[1] < math.inf:
-            raise InvalidConfigError(
-                f"lr_bounds={list(lr_bounds)!r} must be [low, high] with 0 < low <= high"
-            )
-        if not bounds[0] <= self.family.lr[0] <= self.family.lr[1] <= bounds[1]:
-            raise InvalidConfigError(
-                f"lr={list(lr)!r} (the range of eta_0) must lie inside lr_bounds="
-                f"{list(lr_bounds)!r}; widen lr_bounds or narrow lr"
-            )
-        self.lr_bounds: tuple[float, float] = (bounds[0], bounds[1])
-        self.eval_size, self.test_size = eval_size, test_size
-        self.divergence_penalty = float(divergence_penalty)
-        self.data_root = None if data_root is None else os.path.expanduser(data_root)
-        self.download, self.device, self.render_mode = download, device, render_mode
-        choose_memory_format(architecture, device, memory_format)  # validates the choice
-        self.memory_format = memory_format
+        self.settings, self.render_mode = settings, render_mode
+        self.family = settings.family()
+        self.features = settings.features()
+        root = settings.data_root
         self._data: ArrayDataset = load_dataset(
-            dataset, data_root=self.data_root, download=download
+            settings.dataset,
+            data_root=None if root is None else os.path.expanduser(root),
+            download=settings.download,
         )
-        check_architecture(architecture, dataset, self._data.input_shape)
+        check_architecture(settings.architecture, settings.dataset, self._data.input_shape)
+
+    def __getattr__(self, name: str) -> Any:
+        """A setting read as an attribute of the env (``env.unwrapped.eval_size``)."""
+        if name.startswith("_") or name == "settings" or "settings" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        try:
+            return getattr(self.settings, name)
+        except AttributeError:
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}"
+            ) from None
 
     def _sample_task(self, options: dict[str, Any] | None) -> Task:
         """``options["task"]``, or a task drawn from ``np_random`` (after ``super().reset``)."""
@@ -128,8 +88,8 @@ class TrainingTaskEnv(gym.Env[np.ndarray, np.ndarray]):
             self._data,
             features=self.features,
             eval_size=1,
-            device=self.device,
-            memory_format=self.memory_format,
+            device=self.settings.device,
+            memory_format=self.settings.memory_format,
         )
         outcome = probe.step(task.eta0)
         start = probe.smoother.vector() if math.isfinite(outcome.loss) else np.zeros(5)

@@ -3,37 +3,21 @@
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Sequence
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from lrgym.controllers import (
-    DEFAULT_LR_BOUNDS,
-    ConstantController,
-    Controller,
-)
-from lrgym.controllers.files import SavedController, load_controller
+from lrgym.controllers import Controller
 from lrgym.envs.base import OBS_HIGH, OBS_LOW, TrainingTaskEnv, phi_hat_observation
-from lrgym.errors import InvalidActionError, InvalidConfigError, choice_error
+from lrgym.errors import InvalidConfigError
+from lrgym.spec import DynamicSettings
 from lrgym.tasks.family import Task
 from lrgym.training import TrainingResult, TrainingRun
 
-DEFAULT_CONTROL_INTERVAL = 50
-"""Optimiser steps per action unless an id or ``control_interval`` says otherwise."""
-DEFAULT_LR_RANGE = (1e-5, 1.0)
-"""The learning rates the absolute action spans: ``log10(eta)`` in ``[-5, 0]``."""
-DEFAULT_MAX_FACTOR = 10.0
-"""The largest change of the rate one multiplicative action makes (``x10`` or ``/10``)."""
-DEFAULT_DYNAMIC_DIVERGENCE_PENALTY = -9.0
-"""Return of a diverged episode: the bandit env's penalty (-1) times ``S - 1`` (9)."""
 LOSS_FLOOR = 1e-30
 """``E`` is floored at this value inside the logs of the reward and the observation."""
-ACTION_MODES = ("absolute", "multiplicative")
-"""What the action sets: ``log10(eta)`` in ``lr_range``, or a factor on the current rate."""
 LOG_LOSS_BOUNDS = (-100.0, 100.0)
 """The box of ``log E`` in the observation."""
 
@@ -100,15 +84,18 @@ class StepSizeControlDynamicEnv(TrainingTaskEnv):
 
     ## Controllers as policies
 
-    ``reset(options={"controller": c})`` runs an lrgym controller (any
-    :class:`lrgym.Controller` or a :class:`lrgym.SavedController`) instead: each
-    ``step(None)`` trains the next stretch with the controller setting every step's rate,
-    exactly as :func:`lrgym.train` does. :class:`ControllerWrapper` does this for you.
+    :class:`lrgym.envs.ControllerWrapper` runs an lrgym controller as the policy: it restarts
+    each episode's run with the controller in it (:meth:`drive`) and trains every stretch at
+    the controller's rates (:meth:`advance` with ``None``), exactly as :func:`lrgym.train`
+    does.
 
     ## Arguments
 
-    Those of :class:`lrgym.envs.StepSizeControlEnv` except the action map, ``relative`` and
-    ``eval_points``, plus:
+    Every keyword argument but ``render_mode`` is a setting of
+    :class:`lrgym.spec.DynamicSettings` (its fields document each one and its default; the
+    env's settings are ``env.unwrapped.settings``): the task family, features, evaluation
+    sample, data and device settings of :class:`lrgym.envs.StepSizeControlEnv` (not its action
+    map, ``relative`` or ``eval_points``), plus
 
     * ``control_interval``: optimiser steps per action (default 50; the Digits id 20, Toy 10).
     * ``action_mode``: ``"absolute"`` or ``"multiplicative"``.
@@ -117,91 +104,30 @@ class StepSizeControlDynamicEnv(TrainingTaskEnv):
     * ``max_factor``: the multiplicative action's largest factor (> 1).
     * ``divergence_penalty``: return of a diverged episode (default -9).
 
+    ``render_mode``: ``None`` or ``"rgb_array"`` (the run's loss and lr curves). An unknown key
+    raises :class:`lrgym.errors.UnknownSettingError` (a ``TypeError``) naming the close
+    matches; a bad value :class:`lrgym.errors.InvalidConfigError`.
+
     ## Version History
 
     * v0: initial release.
     """
 
-    def __init__(
-        self,
-        *,
-        dataset: str = "mnist",
-        architecture: str = "cnn",
-        widths: Sequence[Sequence[int]] | None = None,
-        optimizer: str = "sgd",
-        momentum: float = 0.9,
-        subset_fraction: Sequence[float] = (0.1, 0.5),
-        steps: Sequence[int] = (300, 1000),
-        batch_size: Sequence[int] = (64, 64),
-        lr: Sequence[float] = (1e-4, 1e-1),
-        gamma: float = 0.9,
-        feature_every: int = 1,
-        feature_estimate: str = "dense",
-        eval_size: int = 1000,
-        test_size: int | None = None,
-        control_interval: int = DEFAULT_CONTROL_INTERVAL,
-        action_mode: str = "absolute",
-        lr_range: Sequence[float] = DEFAULT_LR_RANGE,
-        max_factor: float = DEFAULT_MAX_FACTOR,
-        lr_bounds: Sequence[float] = DEFAULT_LR_BOUNDS,
-        divergence_penalty: float = DEFAULT_DYNAMIC_DIVERGENCE_PENALTY,
-        data_root: str | None = None,
-        download: bool = True,
-        device: str = "cpu",
-        memory_format: str = "auto",
-        render_mode: str | None = None,
-    ) -> None:
-        self._setup(
-            dataset=dataset,
-            architecture=architecture,
-            widths=widths,
-            optimizer=optimizer,
-            momentum=momentum,
-            subset_fraction=subset_fraction,
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            gamma=gamma,
-            feature_every=feature_every,
-            feature_estimate=feature_estimate,
-            eval_size=eval_size,
-            test_size=test_size,
-            lr_bounds=lr_bounds,
-            divergence_penalty=divergence_penalty,
-            data_root=data_root,
-            download=download,
-            device=device,
-            memory_format=memory_format,
-            render_mode=render_mode,
-        )
-        if int(control_interval) != control_interval or control_interval < 1:
-            raise InvalidConfigError(
-                f"control_interval={control_interval!r} must be a positive integer (optimiser "
-                "steps per action)"
-            )
-        if action_mode not in ACTION_MODES:
-            raise choice_error("action_mode", action_mode, ACTION_MODES)
-        low, high = (float(v) for v in lr_range)
-        if not self.lr_bounds[0] <= low < high <= self.lr_bounds[1]:
-            raise InvalidConfigError(
-                f"lr_range={list(lr_range)!r} must satisfy lr_bounds[0] <= low < high <= "
-                f"lr_bounds[1] (lr_bounds={list(self.lr_bounds)!r})"
-            )
-        if not 1.0 < max_factor < math.inf:
-            raise InvalidConfigError(f"max_factor={max_factor!r} must be a finite number > 1")
-        self.control_interval, self.action_mode = int(control_interval), action_mode
-        self.lr_range = (low, high)
-        self.max_factor = float(max_factor)
+    settings: DynamicSettings
+
+    def __init__(self, *, render_mode: str | None = None, **settings: Any) -> None:
+        self._setup(DynamicSettings.from_kwargs(settings), render_mode)
+        low, high = self.settings.lr_range
         self._log10_range = (math.log10(low), math.log10(high))
         self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
-        log_low, log_high = (math.log(b) for b in self.lr_bounds)
+        log_low, log_high = (math.log(b) for b in self.settings.lr_bounds)
         self.observation_space = spaces.Box(
             np.concatenate([OBS_LOW, [log_low, 0.0, LOG_LOSS_BOUNDS[0]]]).astype(np.float32),
             np.concatenate([OBS_HIGH, [log_high, 1.0, LOG_LOSS_BOUNDS[1]]]).astype(np.float32),
             dtype=np.float32,
         )
         self._run: TrainingRun | None = None
-        self._driven = False  # the episode's rates come from a controller
+        self._start = np.zeros(5)  # phi_hat at the episode's start
         self._phi_hat = np.zeros(5)
         self._return = 0.0
         self.last_result: TrainingResult | None = None
@@ -212,25 +138,26 @@ class StepSizeControlDynamicEnv(TrainingTaskEnv):
         """The learning rate an action (in ``[-1, 1]``) sets; the multiplicative mode needs
         the current rate."""
         a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
-        if self.action_mode == "absolute":
+        settings = self.settings
+        if settings.action_mode == "absolute":
             low, high = self._log10_range
             return float(10.0 ** (low + (a + 1.0) / 2.0 * (high - low)))
         if current_lr is None:
             raise InvalidConfigError("the multiplicative action needs current_lr")
-        eta = current_lr * self.max_factor**a
-        return min(max(eta, self.lr_bounds[0]), self.lr_bounds[1])
+        eta = current_lr * settings.max_factor**a
+        return min(max(eta, settings.lr_bounds[0]), settings.lr_bounds[1])
 
     def lr_to_action(self, lr: float, current_lr: float | None = None) -> np.ndarray:
         """The action (float32, ``(1,)``, not clipped) that sets the learning rate ``lr``."""
         if not 0.0 < lr < math.inf:
             raise InvalidConfigError(f"lr={lr!r} must be a positive finite number")
-        if self.action_mode == "absolute":
+        if self.settings.action_mode == "absolute":
             low, high = self._log10_range
             a = 2.0 * (math.log10(lr) - low) / (high - low) - 1.0
         else:
             if current_lr is None:
                 raise InvalidConfigError("the multiplicative action needs current_lr")
-            a = math.log(lr / current_lr) / math.log(self.max_factor)
+            a = math.log(lr / current_lr) / math.log(self.settings.max_factor)
         return np.array([a], dtype=np.float32)
 
     # -- the episode ----------------------------------------------------------------------
@@ -245,63 +172,77 @@ class StepSizeControlDynamicEnv(TrainingTaskEnv):
         """The training run of the episode under way (its model, optimiser and record)."""
         return self._run
 
+    @property
+    def starting_features(self) -> np.ndarray:
+        """``phi_hat`` at the start of the episode under way, as an observation (float32,
+        ``(5,)``): what a contextual controller picks its parameters from."""
+        return phi_hat_observation(self._start)
+
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Draw a task (as the bandit env does for the same seed) and start its run.
 
-        ``options``: ``{"task": Task}`` runs a given task; ``{"controller": c}`` lets an lrgym
-        controller (a :class:`lrgym.Controller` or a :class:`lrgym.SavedController`) set every
-        step's rate, and ``step(None)`` advances it.
+        ``options={"task": Task}`` runs a given task instead of sampling one.
         """
         super().reset(seed=seed)
-        options = options or {}
         task = self._sample_task(options)
-        self._phi_hat = self._starting_features(task)
-        controller, self._driven = self._controller(options.get("controller"), self._phi_hat)
+        self._start = self._starting_features(task)
+        return self._begin(task, None)
+
+    def drive(self, controller: Controller) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start the episode under way over (its task, nothing trained) with ``controller`` in
+        its run, for :meth:`advance` with ``None``; returns what ``reset`` returns.
+        :class:`lrgym.envs.ControllerWrapper` calls it after every ``reset``.
+        """
+        run = self._current()
+        return self._begin(run.task, controller)
+
+    def _begin(
+        self, task: Task, controller: Controller | None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        settings = self.settings
+        self._phi_hat = self._start
         self._run = run = TrainingRun(
             task,
             self._data,
             controller=controller,
             features=self.features,
-            eval_size=self.eval_size,
+            eval_size=settings.eval_size,
             eval_steps=self._boundaries(task.steps),
-            device=self.device,
-            memory_format=self.memory_format,
+            device=settings.device,
+            memory_format=settings.memory_format,
         )
         run.advance(0)  # E before training
         self._return = 0.0
         return self._observation(), {"task": task.to_dict(), "eval_loss": run.eval_loss(0)}
 
     def step(
-        self, action: np.ndarray | None
+        self, action: np.ndarray
     ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        """Train the next ``control_interval`` steps at the rate ``action`` sets (``None`` in
-        an episode a controller drives)."""
-        run = self._run
-        if run is None:
-            raise gym.error.ResetNeeded("call reset() before step() (the episode has ended)")
-        clipped = False
-        if action is None:
-            if not self._driven:
-                raise InvalidActionError(
-                    "action is None; it sets the learning rate, a float32 array of shape (1,) "
-                    "in [-1, 1] (None steps only episodes reset with options={'controller': "
-                    "...})"
-                )
-            lr = None
-        else:
-            if self._driven:
-                raise InvalidActionError(
-                    "this episode is driven by the controller given to reset(); step it with "
-                    "step(None), or reset without options['controller'] to set the rate"
-                )
-            value = self._validate(action, (1,), "the learning rate's action in [-1, 1]")
-            clipped = bool(abs(value[0]) > 1.0)
-            lr = self.action_to_lr(value, run.control.lr)
+        """Train the next ``control_interval`` steps at the rate ``action`` sets."""
+        run = self._current()
+        value = self._validate(action, (1,), "the learning rate's action in [-1, 1]")
+        lr = self.action_to_lr(value, run.control.lr)
+        return self.advance(lr, clipped=bool(abs(value[0]) > 1.0))
+
+    def advance(
+        self, lr: float | None, *, clipped: bool = False
+    ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """What :meth:`step` does after reading its action: train the next
+        ``control_interval`` steps at the learning rate ``lr``, or with ``None`` at the rates
+        of the run's controller (the one :meth:`drive` put in; eta_0, constant, otherwise),
+        chosen at every optimiser step exactly as :func:`lrgym.train` does.
+
+        Args:
+            lr: the stretch's learning rate, or ``None``.
+            clipped: what ``info["action_clipped"]`` reports.
+        """
+        run = self._current()
+        settings = self.settings
         before = run.steps_done
         start_loss = run.eval_loss(before)
-        run.advance(self.control_interval, lr)
+        run.advance(settings.control_interval, lr)
         last = run.control.last_step
         info: dict[str, Any] = {
             "lr": float(
@@ -312,20 +253,20 @@ class StepSizeControlDynamicEnv(TrainingTaskEnv):
             "action_clipped": clipped,
         }
         if run.diverged:
-            reward = self.divergence_penalty - self._return
+            reward = settings.divergence_penalty - self._return
             info["eval_loss"] = math.inf
         else:
             end_loss = run.eval_loss(run.steps_done)
             reward = _log(start_loss) - _log(end_loss)
             if run.finished:
-                reward = max(reward, self.divergence_penalty - self._return)
+                reward = max(reward, settings.divergence_penalty - self._return)
             info["eval_loss"] = end_loss
         self._return += reward
         self._phi_hat = run.smoother.vector() if run.steps_done else self._phi_hat
         obs = self._observation()
         terminated = run.finished
         if terminated:
-            result = run.result(self.test_size)
+            result = run.result(settings.test_size)
             self.last_result = result
             info.update(
                 task=result.task.to_dict(),
@@ -338,28 +279,22 @@ class StepSizeControlDynamicEnv(TrainingTaskEnv):
             self._run = None
         return obs, float(reward), terminated, False, info
 
+    def _current(self) -> TrainingRun:
+        if self._run is None:
+            raise gym.error.ResetNeeded("call reset() before step() (the episode has ended)")
+        return self._run
+
     def _boundaries(self, steps: int) -> np.ndarray:
         """The steps after which ``E`` is measured: 0, every stretch's end, the last step."""
-        ends = [*range(0, steps, self.control_interval), steps]
+        ends = [*range(0, steps, self.settings.control_interval), steps]
         return np.asarray(ends, dtype=np.int64)
-
-    def _controller(self, given: Any, start: np.ndarray) -> tuple[Controller, bool]:
-        if given is None:
-            return ConstantController(), False
-        if isinstance(given, SavedController):  # a per-step policy file raises, saying why
-            return given.controller_for(phi_hat_observation(start)), True
-        if isinstance(given, Controller) or callable(getattr(given, "learning_rate", None)):
-            return given, True
-        raise InvalidConfigError(
-            f"options['controller'] must be a lrgym Controller or SavedController, got "
-            f"{type(given).__name__}"
-        )
 
     def _observation(self) -> np.ndarray:
         run = self._run
         assert run is not None
         lr = run.control.lr
-        log_lr = math.log(min(max(lr, self.lr_bounds[0]), self.lr_bounds[1])) if lr > 0 else -1e9
+        low, high = self.settings.lr_bounds
+        log_lr = math.log(min(max(lr, low), high)) if lr > 0 else -1e9
         fraction = run.steps_done / run.task.steps
         loss = run.eval_loss(run.steps_done) if run.steps_done in run.eval_steps else math.inf
         extra = np.array([log_lr, fraction, _log(loss)], dtype=np.float64)
@@ -378,44 +313,3 @@ class StepSizeControlDynamicEnv(TrainingTaskEnv):
 def _log(loss: float) -> float:
     """``log E``, ``E`` floored at :data:`LOSS_FLOOR` (``inf`` stays ``inf``)."""
     return math.log(max(loss, LOSS_FLOOR))
-
-
-class ControllerWrapper(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
-    """Runs an lrgym controller as the policy of a dynamic env: every episode is reset with
-    ``options={"controller": controller}``, and ``step(action)`` ignores ``action`` (``None``
-    will do) while the controller sets the rate of each of the stretch's optimiser steps,
-    exactly as in :func:`lrgym.train`. Rewards, observations and ``info`` are the env's, so
-    controllers and per-step policies are scored on the same episodes.
-
-    Args:
-        env: a ``StepSizeControl-Dynamic-*`` env (:class:`StepSizeControlDynamicEnv`).
-        controller: a :class:`lrgym.Controller` (constant, schedule, log-linear, your own), a
-            :class:`lrgym.SavedController`, a controller file's path or a pretrained
-            controller's name. A contextual policy file picks ``theta`` from each task's
-            starting features (its model is unpickled; load only files you trust).
-    """
-
-    def __init__(
-        self,
-        env: gym.Env[np.ndarray, np.ndarray],
-        controller: Controller | SavedController | str | os.PathLike[str],
-    ) -> None:
-        super().__init__(env)
-        if not isinstance(env.unwrapped, StepSizeControlDynamicEnv):
-            raise InvalidConfigError(
-                f"ControllerWrapper needs a StepSizeControl-Dynamic env, got "
-                f"{type(env.unwrapped).__name__}"
-            )
-        if isinstance(controller, (str, os.PathLike)):
-            controller = load_controller(controller)
-        self.controller = controller
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        return self.env.reset(seed=seed, options={**(options or {}), "controller": self.controller})
-
-    def step(
-        self, action: Any = None
-    ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        return self.env.step(None)  # type: ignore[arg-type]
