@@ -1,8 +1,8 @@
 """Every ``gymnasium.register`` call of lrgym, with string entry points.
 
-Each id states only what it changes of the settings' defaults (:mod:`lrgym.spec`); it is
-registered with all its settings, JSON-serialisable (lists, not tuples), so
-``EnvSpec.to_json`` round-trips.
+Each id is registered with only what it changes of the settings' defaults (:mod:`lrgym.spec`),
+JSON-serialisable (lists, not tuples), so ``EnvSpec.to_json`` round-trips; every id names its
+dataset. :data:`ENV_KWARGS` and :data:`DYNAMIC_ENV_KWARGS` spell out all the settings.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _MNIST: dict[str, Any] = {"dataset": "mnist"}
 _RMSPROP = {"optimizer": "rmsprop", "lr": [1e-5, 1e-2]}
 
 _OVERRIDES: dict[str, dict[str, Any]] = {
-    "StepSizeControl-MNIST-v0": _MNIST,
+    "StepSizeControl-MNIST-v0": dict(_MNIST),
     "StepSizeControl-MNIST-RMSprop-v0": {**_MNIST, **_RMSPROP},
     "StepSizeControl-FashionMNIST-v0": {"dataset": "fashion_mnist"},
     "StepSizeControl-CIFAR10-v0": {"dataset": "cifar10"},
@@ -59,24 +59,27 @@ _DYNAMIC_SOURCES = {
 """Each per-step id's bandit id (whose task family it runs) and its ``control_interval``
 (``None``: :class:`lrgym.spec.DynamicSettings`'s default)."""
 
+_DYNAMIC_OVERRIDES: dict[str, dict[str, Any]] = {
+    f"StepSizeControl-Dynamic-{name}-v0": {
+        **{k: v for k, v in _OVERRIDES[source].items() if k in _SHARED},
+        **({} if interval is None else {"control_interval": interval}),
+    }
+    for name, (source, interval) in _DYNAMIC_SOURCES.items()
+}
+
 ENV_KWARGS: dict[str, dict[str, Any]] = {
     env_id: BanditSettings.from_kwargs(overrides).to_kwargs()
     for env_id, overrides in _OVERRIDES.items()
 }
-"""The registered bandit ids and their settings, every one (JSON: lists for tuples), as
-``gym.spec(env_id).kwargs`` holds them."""
+"""The registered bandit ids and every one of their settings (JSON: lists for tuples):
+``gym.make(env_id)`` and ``gym.make(env_id, **ENV_KWARGS[env_id])`` build the same env."""
 
 DYNAMIC_ENV_KWARGS: dict[str, dict[str, Any]] = {
-    f"StepSizeControl-Dynamic-{name}-v0": DynamicSettings.from_kwargs(
-        {
-            **{k: v for k, v in _OVERRIDES[source].items() if k in _SHARED},
-            **({} if interval is None else {"control_interval": interval}),
-        }
-    ).to_kwargs()
-    for name, (source, interval) in _DYNAMIC_SOURCES.items()
+    env_id: DynamicSettings.from_kwargs(overrides).to_kwargs()
+    for env_id, overrides in _DYNAMIC_OVERRIDES.items()
 }
-"""The registered per-step ids (:class:`lrgym.envs.StepSizeControlDynamicEnv`) and their
-settings: the task families of the bandit ids, with the optimiser steps per action
+"""The registered per-step ids (:class:`lrgym.envs.StepSizeControlDynamicEnv`) and every one
+of their settings: the task families of the bandit ids, with the optimiser steps per action
 (``control_interval``)."""
 
 
@@ -110,9 +113,9 @@ def is_dynamic(env_id: str) -> bool:
 
 def register_envs() -> None:
     """Register every lrgym env id (idempotent)."""
-    for env_id, kwargs in ENV_KWARGS.items():
+    for env_id, kwargs in _OVERRIDES.items():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs=kwargs)
-    for env_id, kwargs in DYNAMIC_ENV_KWARGS.items():
+    for env_id, kwargs in _DYNAMIC_OVERRIDES.items():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=DYNAMIC_ENTRY_POINT, kwargs=kwargs)

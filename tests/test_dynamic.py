@@ -20,6 +20,7 @@ from lrgym.envs import ControllerWrapper, StepSizeControlDynamicEnv
 from lrgym.errors import InvalidActionError, InvalidConfigError
 from lrgym.registration import DYNAMIC_ENV_KWARGS, ENV_KWARGS, bandit_id_of
 from lrgym.reward import log_loss_decrease
+from lrgym.spec import BanditSettings, DynamicSettings
 
 DYNAMIC_IDS = sorted(DYNAMIC_ENV_KWARGS)
 SMALL = {"steps": [20, 30], "eval_size": 64, "test_size": 64, "control_interval": 7}
@@ -65,7 +66,10 @@ def test_every_issue_id_is_registered_and_runs_its_bandit_twins_tasks() -> None:
         bandit = bandit_id_of(env_id)
         assert bandit is not None
         same = {k: v for k, v in spec.kwargs.items() if k != "control_interval"}
-        assert same == ENV_KWARGS[bandit]
+        assert same.items() <= gym.spec(bandit).kwargs.items()
+        dynamic = DynamicSettings.from_kwargs(DYNAMIC_ENV_KWARGS[env_id])
+        twin = BanditSettings.from_kwargs(ENV_KWARGS[bandit])
+        assert dynamic.family() == twin.family() and dynamic.eval_size == twin.eval_size
 
 
 @pytest.mark.parametrize("env_id", DYNAMIC_IDS)
@@ -306,15 +310,39 @@ def test_the_wrapper_takes_controller_files_and_pretrained_names(tmp_path: Path)
         ControllerWrapper(gym.make("StepSizeControl-Toy-v0"), saved)
 
 
-def test_a_controller_episode_refuses_actions_and_an_action_episode_refuses_none() -> None:
+def test_the_env_has_no_controller_mode() -> None:
+    """A controller runs only through the wrapper: ``reset`` takes no controller, ``step``
+    takes no ``None``, and an action episode after a wrapped one is an action episode."""
     env = digits_env().unwrapped
     assert isinstance(env, StepSizeControlDynamicEnv)
-    env.reset(seed=0, options={"controller": lrgym.ConstantController(0.01)})
-    with pytest.raises(InvalidActionError, match="driven by the controller"):
-        env.step(np.zeros(1, np.float32))
+    with pytest.raises(InvalidConfigError, match="ControllerWrapper"):
+        env.reset(seed=0, options={"controller": lrgym.ConstantController(0.01)})
     env.reset(seed=0)
-    with pytest.raises(InvalidActionError, match="action is None"):
-        env.step(None)
+    with pytest.raises(InvalidActionError, match="dtype object"):
+        env.step(None)  # type: ignore[arg-type]
+    wrapped = ControllerWrapper(env, lrgym.ConstantController(0.01))
+    wrapped.reset(seed=0)
+    assert wrapped.step(None)[4]["lr"] == 0.01
+    env.reset(seed=0)
+    assert env.step(env.lr_to_action(0.02))[4]["lr"] == pytest.approx(0.02)
+
+
+def test_drive_restarts_the_episode_with_a_controller() -> None:
+    """``drive`` starts the episode under way over: the reset's observation and ``E``, then
+    the controller's rates; ``advance(None)`` without it trains at eta_0."""
+    env = digits_env(control_interval=10).unwrapped
+    assert isinstance(env, StepSizeControlDynamicEnv)
+    obs, info = env.reset(seed=3)
+    eta0 = info["task"]["eta0"]
+    assert env.advance(None)[4]["lr"] == eta0
+    again, again_info = env.drive(lrgym.ConstantController(0.03))
+    assert again_info["eval_loss"] == info["eval_loss"]
+    np.testing.assert_array_equal(again[:5], obs[:5])
+    assert again[5] == np.float32(math.log(0.03))  # the controller's rate is on the optimiser
+    assert env.advance(None)[4]["steps_done"] == 10
+    play(env, 3, [0.0])  # to the episode's end
+    with pytest.raises(gym.error.ResetNeeded):
+        env.drive(lrgym.ConstantController(0.03))
 
 
 def test_a_constant_action_is_the_constant_controller() -> None:

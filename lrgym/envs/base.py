@@ -69,6 +69,13 @@ class TrainingTaskEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _sample_task(self, options: dict[str, Any] | None) -> Task:
         """``options["task"]``, or a task drawn from ``np_random`` (after ``super().reset``)."""
+        unknown = sorted(set(options or {}) - {"task"})
+        if unknown:
+            hint = " (a controller runs through lrgym.envs.ControllerWrapper)"
+            raise InvalidConfigError(
+                f"reset options {unknown!r} are not taken; the one option is 'task'"
+                + (hint if "controller" in unknown else "")
+            )
         task = (options or {}).get("task")
         if task is None:
             return self.family.sample(self.np_random)
