@@ -14,7 +14,6 @@ Values are stored as tuples; the envs and ``gym.make`` also take lists (JSON).
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -100,7 +99,9 @@ class EnvSettings:
             raise InvalidConfigError(f"eval_size={self.eval_size!r} must be an integer >= 1")
         self._set("eval_size", int(self.eval_size))
         if self.test_size is not None and (_bad_int(self.test_size) or self.test_size < 1):
-            raise InvalidConfigError(f"test_size={self.test_size!r} must be None or an integer >= 1")
+            raise InvalidConfigError(
+                f"test_size={self.test_size!r} must be None or an integer >= 1"
+            )
         if not math.isfinite(self.divergence_penalty):
             raise InvalidConfigError(
                 f"divergence_penalty={self.divergence_penalty!r} must be finite"
@@ -235,9 +236,7 @@ class DynamicSettings(EnvSettings):
             )
         self._set("lr_range", (low, high))
         if not 1.0 < self.max_factor < math.inf:
-            raise InvalidConfigError(
-                f"max_factor={self.max_factor!r} must be a finite number > 1"
-            )
+            raise InvalidConfigError(f"max_factor={self.max_factor!r} must be a finite number > 1")
         self._set("max_factor", float(self.max_factor))
 
 
