@@ -105,6 +105,10 @@ class TrainingTaskEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _validate(self, action: Any, shape: tuple[int, ...], meaning: str) -> np.ndarray:
         """The action as float64, or an :class:`InvalidActionError` naming what is wrong."""
+        if action is None:
+            raise InvalidActionError(
+                f"action is None; expected real numbers (float32), shape {shape}, {meaning}"
+            )
         array = np.asarray(action)
         if array.dtype.kind not in "fiu":
             raise InvalidActionError(
