@@ -3,7 +3,7 @@ forward/backward pass holds with the layer applied to its own input."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,46 @@ def sum_shares(
     for share in shares:
         total += share
     return total.mul_(scale)
+
+
+def layer_share(
+    module: nn.Module,
+    records: Iterable[LayerRecord],
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    active: Sequence[tuple[int, int]],
+) -> torch.Tensor | None:
+    """A layer's share of ``c grad f_i^T dw`` from its recorded calls, shape ``(N,)`` float32.
+
+    Args:
+        module: the layer.
+        records: its recorded calls.
+        weight, bias: the layer's ``dw`` (``weight`` ``None``: not given, an error if some call's
+            output reached the loss).
+        active: ``(pass index, examples)`` of each pass that got a gradient, in order; the
+            share covers their examples (zeros for a pass the layer was not part of).
+
+    Returns:
+        The share, or ``None`` when no call's output reached the loss.
+    """
+    per_pass: dict[int, torch.Tensor] = {}
+    for record in records:
+        if record.grad is None:  # the layer's output did not reach the loss
+            continue
+        if weight is None:
+            raise ValueError(f"no update given for recorded layer {module}")
+        share = contract(module, record, weight, bias)
+        k = record.pass_index
+        per_pass[k] = per_pass[k] + share if k in per_pass else share
+    if not per_pass:
+        return None
+    if len(active) == 1 and active[0][0] in per_pass:
+        return per_pass[active[0][0]]
+    device = next(iter(per_pass.values())).device
+    pieces = [
+        per_pass[k] if k in per_pass else torch.zeros(batch, device=device) for k, batch in active
+    ]
+    return torch.cat(pieces)
 
 
 def is_dense(grad: torch.Tensor) -> bool:

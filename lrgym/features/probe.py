@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lrgym.features.contraction import COVERED, contract, is_dense, sum_shares
+from lrgym.features.contraction import COVERED, is_dense, layer_share, sum_shares
 from lrgym.features.forward_mode import output_derivatives
 from lrgym.features.records import ForwardPass, LayerRecord
 
@@ -230,32 +230,16 @@ class DirectionalProbe:
             update: ``dw`` per parameter in ``model.named_parameters()`` order; ``None`` where
                 the layer was not recorded.
         """
-        active = [(k, p) for k, p in enumerate(self._passes) if p.grad is not None]
+        active = [(k, p.batch) for k, p in enumerate(self._passes) if p.grad is not None]
         shares: dict[nn.Module, torch.Tensor] = {}
         with torch.no_grad():
             for module, index in self._layers:
-                per_pass: dict[int, torch.Tensor] = {}
-                for record in self._records.get(module, ()):
-                    if record.grad is None:  # the layer's output did not reach the loss
-                        continue
-                    weight = update[index[0]]
-                    bias = update[index[1]] if len(index) > 1 else None
-                    if weight is None:
-                        raise ValueError(f"no update given for recorded layer {module}")
-                    share = contract(module, record, weight, bias)
-                    k = record.pass_index
-                    per_pass[k] = per_pass[k] + share if k in per_pass else share
-                if not per_pass:
-                    continue
-                if len(active) == 1 and active[0][0] in per_pass:
-                    shares[module] = per_pass[active[0][0]]
-                    continue
-                device = next(iter(per_pass.values())).device
-                pieces = [
-                    per_pass[k] if k in per_pass else torch.zeros(p.batch, device=device)
-                    for k, p in active
-                ]
-                shares[module] = torch.cat(pieces)
+                weight = update[index[0]]
+                bias = update[index[1]] if len(index) > 1 else None
+                records = self._records.get(module, ())
+                share = layer_share(module, records, weight, bias, active)
+                if share is not None:
+                    shares[module] = share
         return shares
 
     def directional_derivatives(

@@ -4,6 +4,8 @@ between exact steps."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,6 +56,17 @@ class ShareRegression:
             raise RuntimeError("ShareRegression.variance called before any fit")
         prediction = (chosen @ self._slope).to(torch.float64)
         return float(prediction.var()) + self._residual
+
+    def state_dict(self) -> dict[str, Any]:
+        """The fitted moments, slope ``1 + beta`` and residual variance (``None``, ``None``,
+        ``0.0`` before any fit)."""
+        return {"moments": self.moments, "slope": self._slope, "residual": self._residual}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.moments = state["moments"]
+        self._slope = state["slope"]
+        self._residual = float(state["residual"])
 
 
 class FeatureSmoother:
