@@ -119,30 +119,7 @@ class ControlledLR:
         feature_every: int | None = None,
         loss_reduction: str = "mean",
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise InvalidConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise InvalidConfigError(
-                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
-            )
-        if loss_reduction not in LOSS_REDUCTIONS:
-            raise InvalidConfigError(
-                f"loss_reduction={loss_reduction!r} must be one of {LOSS_REDUCTIONS}"
-            )
-        named = list(model.named_parameters())
-        if not any(p.requires_grad for _, p in named):
-            raise InvalidConfigError(
-                f"{type(model).__name__} has no parameters that require a gradient: there is "
-                "nothing whose learning rate could be controlled"
-            )
-        optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        foreign = optimised - {id(p) for _, p in named}
-        if foreign:
-            raise InvalidConfigError(
-                f"the optimizer holds {len(foreign)} parameter tensor(s) that are not "
-                f"{type(model).__name__}'s: build the optimizer from model.parameters() (the "
-                "features measure the update of the model's parameters)"
-            )
+        _check_arguments(model, optimizer, loss_reduction)
         self.model, self.optimizer = model, optimizer
         self.controller, saved_features = _resolve(controller)
         config = features or saved_features or FeatureConfig()
@@ -331,38 +308,7 @@ class ControlledLR:
     def _check(self, losses: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """The step's per-example losses as one detached 1-D tensor, after checking them
         against the recorded forward and backward passes."""
-        if isinstance(losses, (list, tuple)):
-            if not losses or not all(isinstance(x, torch.Tensor) for x in losses):
-                raise InvalidConfigError(
-                    "losses must be a tensor of per-example losses or a non-empty list of them "
-                    "(one per micro-batch)"
-                )
-            if any(x.dim() != 1 for x in losses):
-                shapes = [tuple(x.shape) for x in losses]
-                raise InvalidConfigError(
-                    f"each micro-batch's losses must have shape (B,), got {shapes}: pass "
-                    "reduction='none' to the loss function"
-                )
-            values = torch.cat([x.detach().reshape(-1) for x in losses])
-        elif isinstance(losses, torch.Tensor):
-            if losses.dim() != 1:
-                what = "a single number (a reduced loss)" if losses.dim() == 0 else "shape "
-                what += "" if losses.dim() == 0 else str(tuple(losses.shape))
-                raise InvalidConfigError(
-                    f"losses is {what}; control.step needs one loss per example, shape (B,): "
-                    "compute it with reduction='none' (e.g. F.cross_entropy(logits, y, "
-                    "reduction='none')) and backpropagate its mean"
-                )
-            values = losses.detach()
-        else:
-            raise InvalidConfigError(
-                f"losses must be a torch.Tensor of per-example losses, got {type(losses).__name__}"
-            )
-        if values.numel() < 2:
-            raise InvalidConfigError(
-                f"losses has {values.numel()} entry; the features are variances over the "
-                "step's examples and need at least 2"
-            )
+        values = _per_example_losses(losses)
         self.probe.after_backward(values)
         return values
 
@@ -383,6 +329,74 @@ class ControlledLR:
         phi1, phi2 = self.probe.after_update(losses, step_size)
         self.last_step = StepOutcome(loss_value, phi1, phi2, step_size)
         return self.last_step
+
+
+def _check_arguments(
+    model: nn.Module, optimizer: torch.optim.Optimizer, loss_reduction: str
+) -> None:
+    """Raise :class:`InvalidConfigError` for what ControlledLR cannot work with."""
+    if not isinstance(model, nn.Module):
+        raise InvalidConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise InvalidConfigError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
+    if loss_reduction not in LOSS_REDUCTIONS:
+        raise InvalidConfigError(
+            f"loss_reduction={loss_reduction!r} must be one of {LOSS_REDUCTIONS}"
+        )
+    named = list(model.named_parameters())
+    if not any(p.requires_grad for _, p in named):
+        raise InvalidConfigError(
+            f"{type(model).__name__} has no parameters that require a gradient: there is "
+            "nothing whose learning rate could be controlled"
+        )
+    optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    foreign = optimised - {id(p) for _, p in named}
+    if foreign:
+        raise InvalidConfigError(
+            f"the optimizer holds {len(foreign)} parameter tensor(s) that are not "
+            f"{type(model).__name__}'s: build the optimizer from model.parameters() (the "
+            "features measure the update of the model's parameters)"
+        )
+
+
+def _per_example_losses(losses: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """``losses`` (one tensor, or one per micro-batch) as one detached 1-D tensor of at least
+    two per-example losses."""
+    if isinstance(losses, (list, tuple)):
+        if not losses or not all(isinstance(x, torch.Tensor) for x in losses):
+            raise InvalidConfigError(
+                "losses must be a tensor of per-example losses or a non-empty list of them "
+                "(one per micro-batch)"
+            )
+        if any(x.dim() != 1 for x in losses):
+            shapes = [tuple(x.shape) for x in losses]
+            raise InvalidConfigError(
+                f"each micro-batch's losses must have shape (B,), got {shapes}: pass "
+                "reduction='none' to the loss function"
+            )
+        values = torch.cat([x.detach().reshape(-1) for x in losses])
+    elif isinstance(losses, torch.Tensor):
+        if losses.dim() != 1:
+            what = "a single number (a reduced loss)" if losses.dim() == 0 else "shape "
+            what += "" if losses.dim() == 0 else str(tuple(losses.shape))
+            raise InvalidConfigError(
+                f"losses is {what}; control.step needs one loss per example, shape (B,): "
+                "compute it with reduction='none' (e.g. F.cross_entropy(logits, y, "
+                "reduction='none')) and backpropagate its mean"
+            )
+        values = losses.detach()
+    else:
+        raise InvalidConfigError(
+            f"losses must be a torch.Tensor of per-example losses, got {type(losses).__name__}"
+        )
+    if values.numel() < 2:
+        raise InvalidConfigError(
+            f"losses has {values.numel()} entry; the features are variances over the "
+            "step's examples and need at least 2"
+        )
+    return values
 
 
 def _controller_state(controller: Controller) -> dict[str, Any]:
