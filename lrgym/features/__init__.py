@@ -23,6 +23,16 @@ differentiation (``torch.func.jvp``) of the model's output, dotted with the outp
 :class:`FeatureSmoother` keeps the running averages and uncertainties
 (``a <- gamma a + (1 - gamma) phi``; ``u <- gamma u + (1 - gamma) (phi - a)^2``) and builds the
 controller's input ``phi_hat = [a1, a2, u1, u2, 1]``.
+
+Modules: :mod:`~lrgym.features.config` (settings, ``log_variance``),
+:mod:`~lrgym.features.records` and :mod:`~lrgym.features.probe` (what the hooks record),
+:mod:`~lrgym.features.contraction` (a conv/linear layer's share),
+:mod:`~lrgym.features.forward_mode` (the other parameters), :mod:`~lrgym.features.base`
+(one batch from scratch), :mod:`~lrgym.features.smoother` (running statistics, the share
+regression), :mod:`~lrgym.features.estimate` (exact steps and the every-k estimate),
+:mod:`~lrgym.features.direction` (the update's direction, the hypergradient) and
+:mod:`~lrgym.features.step_probe` (:class:`StepProbe`: one training step's features, phase by
+phase).
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from lrgym.features.config import (
 from lrgym.features.contraction import sum_shares
 from lrgym.features.probe import DirectionalProbe
 from lrgym.features.smoother import FeatureSmoother, ShareRegression
+from lrgym.features.step_probe import StepProbe
 
 __all__ = [
     "EPS",
@@ -48,6 +59,7 @@ __all__ = [
     "FeatureConfig",
     "FeatureSmoother",
     "ShareRegression",
+    "StepProbe",
     "base_features",
     "log_variance",
     "per_example_losses",
