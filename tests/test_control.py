@@ -302,7 +302,7 @@ def test_copies_of_the_model_are_not_recorded(digits: ArrayDataset) -> None:
         ]
         assert hooks and all(h(None, (), {}) is None and not vars(h) for h in hooks)  # inert
         F.cross_entropy(other(x2), y2).backward()  # forward and backward of a copy
-    assert control.probe.forward_passes == 0
+    assert control.probe.recorder.forward_passes == 0
     losses = F.cross_entropy(model(x), y, reduction="none")
     losses.mean().backward()
     control.step(losses)
