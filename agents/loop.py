@@ -32,7 +32,14 @@ from agents.asktell import (
     make_learner,
 )
 from agents.collect import Collector, Progress, episode_seeds, make_collector
-from agents.rundir import LearnerRun, RunDirectory, controller_for, log_row, progress_bar
+from agents.rundir import (
+    LearnerRun,
+    RunDirectory,
+    controller_for,
+    log_row,
+    progress_bar,
+    run_settings,
+)
 from lrgym.controllers.files import save_controller
 from lrgym.errors import InvalidConfigError, LrgymError
 
@@ -90,15 +97,8 @@ def train(
             f"episodes={episodes!r} must be a positive multiple of samples={samples} "
             f"(iterations = episodes / samples), e.g. {max(1, round(episodes / samples)) * samples}"
         )
-    spec: dict[str, Any] = {
-        "algorithm": algorithm,
-        "env_id": env_id,
-        "env_kwargs": dict(env_kwargs or {}),
-        "episodes": int(episodes),
-        "seed": int(seed),
-        "config": config_dict(learner_settings),
-        "same_task": bool(same_task),
-    }
+    learner_spec = {"config": config_dict(learner_settings), "same_task": bool(same_task)}
+    spec = run_settings(algorithm, env_id, env_kwargs, episodes, seed, learner_spec)
     directory = RunDirectory(out)
     if resume:
         state, done, elapsed, records = directory.resume(spec)

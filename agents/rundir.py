@@ -217,6 +217,26 @@ class RunDirectory:
             os.fsync(handle.fileno())
 
 
+def run_settings(
+    algorithm: str,
+    env_id: str,
+    env_kwargs: Mapping[str, Any] | None,
+    episodes: int,
+    seed: int,
+    learner: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A run's settings as ``run.json`` holds them (what ``--resume`` checks against): the
+    algorithm, env, budget and seed every learner has, then the learner's own (``learner``)."""
+    return {
+        "algorithm": algorithm,
+        "env_id": env_id,
+        "env_kwargs": dict(env_kwargs or {}),
+        "episodes": int(episodes),
+        "seed": int(seed),
+        **learner,
+    }
+
+
 def log_row(
     *,
     iteration: int,

@@ -33,7 +33,7 @@ from lrgym.control import ControlledLR, StepOutcome
 from lrgym.controllers import ConstantController, Controller
 from lrgym.data.datasets import ArrayDataset
 from lrgym.errors import InvalidConfigError
-from lrgym.features import FeatureConfig, FeatureSmoother, per_example_losses
+from lrgym.features import FeatureConfig, per_example_losses
 from lrgym.optimizers import evaluation_mode, make_optimizer
 from lrgym.tasks.architectures import choose_memory_format
 from lrgym.tasks.family import Task, build_model
@@ -192,28 +192,9 @@ class TrainingRun:
         self._diverged = False
 
     @property
-    def config(self) -> FeatureConfig:
-        """How features are computed."""
-        return self.control.config
-
-    @property
-    def smoother(self) -> FeatureSmoother:
-        """The running averages and uncertainties of the features."""
-        return self.control.smoother
-
-    @property
     def steps_done(self) -> int:
         """Optimiser steps taken."""
         return self.control.steps_done
-
-    @property
-    def track_direction(self) -> bool:
-        """See :attr:`lrgym.ControlledLR.track_direction`."""
-        return self.control.track_direction
-
-    @track_direction.setter
-    def track_direction(self, value: bool) -> None:
-        self.control.track_direction = bool(value)
 
     def hypergradient(self) -> float:
         """See :meth:`lrgym.ControlledLR.hypergradient`."""
@@ -255,7 +236,7 @@ class TrainingRun:
             self._losses.append(outcome.loss)
             self._rates.append(outcome.lr)
             self._raw.append((outcome.phi1, outcome.phi2))
-            self._phi_hat.append(self.smoother.vector())
+            self._phi_hat.append(self.control.smoother.vector())
             if not math.isfinite(outcome.loss):
                 self._diverged = True
             elif self.steps_done in self._eval_set:

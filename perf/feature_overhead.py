@@ -68,7 +68,7 @@ def lrgym_steps(
     begin = time.perf_counter()
     for t in range(start, start + steps):
         loss = run.step(schedule(t)).loss
-        trace.append(run.smoother.vector() if math.isfinite(loss) else np.full(5, np.nan))
+        trace.append(run.control.smoother.vector() if math.isfinite(loss) else np.full(5, np.nan))
     return (time.perf_counter() - begin) / steps, np.array(trace)
 
 

@@ -113,7 +113,7 @@ def test_hypergradient_is_the_gradient_dot_the_previous_direction(
     """``run.hypergradient()`` against ``g_t . u_{t-1}`` from parameter snapshots in float64."""
     task = toy_task(optimizer=optimizer, momentum=momentum, eta0=0.01)
     run = TrainingRun(task, TOY, eval_size=10)
-    run.track_direction = True
+    run.control.track_direction = True
     params = [p for p in run.model.parameters()]
     snapshots = [[p.detach().double().clone() for p in params]]
     rates: list[float] = []

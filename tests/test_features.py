@@ -707,7 +707,7 @@ def test_every_k_is_exact_every_k_steps_and_regressed_in_between(
     # both averages are updated every step with gamma
     a1, u1 = expected_smoothing([o.phi1 for o in outcomes], gamma)
     a2, u2 = expected_smoothing([o.phi2 for o in outcomes], gamma)
-    assert run.smoother.vector().tolist() == pytest.approx([a1, a2, u1, u2, 1.0], abs=1e-9)
+    assert run.control.smoother.vector().tolist() == pytest.approx([a1, a2, u1, u2, 1.0], abs=1e-9)
 
 
 def test_share_regression_recovers_a_linear_relation() -> None:
@@ -747,7 +747,7 @@ def test_hold_estimate_moves_only_the_learning_rate_term(
         assert outcomes[i].phi1 == pytest.approx(expected, abs=1e-9)
         assert outcomes[i].phi1 != pytest.approx(exact[i].phi1, abs=1e-6)
     a1, _ = expected_smoothing([o.phi1 for o in outcomes], 0.5)
-    assert run.smoother.vector()[0] == pytest.approx(a1, abs=1e-9)
+    assert run.control.smoother.vector()[0] == pytest.approx(a1, abs=1e-9)
 
 
 def test_feature_estimate_is_validated() -> None:

@@ -11,7 +11,7 @@ import gymnasium as gym
 import torch
 
 from agents.collect import episode_seeds
-from agents.rundir import LearnerRun, RunDirectory, progress_bar
+from agents.rundir import LearnerRun, RunDirectory, progress_bar, run_settings
 from agents.sb3.callback import make_callback
 from agents.sb3.model_files import ModelSaver, load_model, normalizing
 from agents.sb3.settings import SB3_LEARNERS, build_model, check_budget, settings_for
@@ -110,15 +110,8 @@ def train_sb3(
     settings = settings_for(algorithm, hyperparameters, dynamic=dynamic)
     check_budget(algorithm, episodes, workers, settings, dynamic=dynamic)
     import_policy_library(SB3_LEARNERS[algorithm][0])  # fails now, naming the extra
-    spec: dict[str, Any] = {
-        "algorithm": algorithm,
-        "env_id": env_id,
-        "env_kwargs": dict(env_kwargs or {}),
-        "episodes": int(episodes),
-        "seed": int(seed),
-        "hyperparameters": settings,
-        "workers": int(workers),
-    }
+    learner_spec = {"hyperparameters": settings, "workers": int(workers)}
+    spec = run_settings(algorithm, env_id, env_kwargs, episodes, seed, learner_spec)
     directory = RunDirectory(out)
     if resume:
         state, done, elapsed, records = directory.resume(spec)

@@ -148,8 +148,7 @@ class StepSizeControlEnv(TrainingTaskEnv):
 
         ``options={"task": Task}`` runs a given task instead of sampling one.
         """
-        super().reset(seed=seed)
-        task = self._sample_task(options)
+        task = self._reset_task(seed, options)
         self._task = task
         self._start_obs = phi_hat_observation(self._starting_features(task))
         return self._start_obs.copy(), {"task": task.to_dict()}

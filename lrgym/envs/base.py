@@ -67,8 +67,10 @@ class TrainingTaskEnv(gym.Env[np.ndarray, np.ndarray]):
                 f"{type(self).__name__!r} object has no attribute {name!r}"
             ) from None
 
-    def _sample_task(self, options: dict[str, Any] | None) -> Task:
-        """``options["task"]``, or a task drawn from ``np_random`` (after ``super().reset``)."""
+    def _reset_task(self, seed: int | None, options: dict[str, Any] | None) -> Task:
+        """Seed ``np_random`` (``gym.Env.reset``), then ``options["task"]`` or a task drawn
+        from ``np_random``."""
+        gym.Env.reset(self, seed=seed)
         unknown = sorted(set(options or {}) - {"task"})
         if unknown:
             hint = " (a controller runs through lrgym.envs.ControllerWrapper)"
@@ -99,7 +101,7 @@ class TrainingTaskEnv(gym.Env[np.ndarray, np.ndarray]):
             memory_format=self.settings.memory_format,
         )
         outcome = probe.step(task.eta0)
-        start = probe.smoother.vector() if math.isfinite(outcome.loss) else np.zeros(5)
+        start = probe.control.smoother.vector() if math.isfinite(outcome.loss) else np.zeros(5)
         start[4] = 1.0
         return start
 

@@ -185,8 +185,7 @@ class StepSizeControlDynamicEnv(TrainingTaskEnv):
 
         ``options={"task": Task}`` runs a given task instead of sampling one.
         """
-        super().reset(seed=seed)
-        task = self._sample_task(options)
+        task = self._reset_task(seed, options)
         self._start = self._starting_features(task)
         return self._begin(task, None)
 
@@ -262,7 +261,7 @@ class StepSizeControlDynamicEnv(TrainingTaskEnv):
                 reward = max(reward, settings.divergence_penalty - self._return)
             info["eval_loss"] = end_loss
         self._return += reward
-        self._phi_hat = run.smoother.vector() if run.steps_done else self._phi_hat
+        self._phi_hat = run.control.smoother.vector() if run.steps_done else self._phi_hat
         obs = self._observation()
         terminated = run.finished
         if terminated:
