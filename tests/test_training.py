@@ -6,29 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from helpers import toy_task
 
 from lrgym.controllers import ConstantController, Controller, ControlState, LogLinearController
 from lrgym.data.datasets import load_dataset
 from lrgym.errors import InvalidConfigError
-from lrgym.tasks.family import Task
 from lrgym.training import TrainingRun, evaluation_steps, train
-
-
-def toy_task(**changes: object) -> Task:
-    base = dict(
-        dataset="toy",
-        architecture="mlp",
-        widths=(16,),
-        subset_fraction=1.0,
-        steps=30,
-        batch_size=32,
-        eta0=0.05,
-        optimizer="sgd",
-        momentum=0.0,
-        seed=3,
-    )
-    base.update(changes)
-    return Task(**base)  # type: ignore[arg-type]
 
 
 def test_result_curves_have_one_entry_per_step() -> None:
