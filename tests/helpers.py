@@ -9,7 +9,6 @@ import json
 import pickle
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -49,13 +48,6 @@ def toy_task(**changes: object) -> Task:
 def log_of(out: Path) -> list[dict[str, Any]]:
     """The rows of a training run directory's ``log.jsonl``."""
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-
-
-def train_command(algorithm: str, out: Path, *extra: str) -> list[str]:
-    """``lrgym train <algorithm>`` on short Toy episodes into ``out``, as a subprocess command
-    line (``extra`` options last, so they override)."""
-    cli = [sys.executable, "-m", "lrgym.cli", "train", algorithm, "--env", TOY, "--no-progress"]
-    return [*cli, "--env-kwargs", json.dumps(TOY_SHORT), "--out", str(out), *extra]
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -134,7 +134,8 @@ def test_a_benchmark_writes_the_documented_csv_leaderboard_and_figures(tmp_path:
         if row["curves"]:
             with np.load(out / row["curves"], allow_pickle=False) as curves:
                 assert curves["losses"].shape == (row["steps_completed"],)
-    # the learned row is exactly the env's episode of the same theta on the same task
+    # the learned row is exactly the env's episode of the same theta on the same task (the
+    # same run on one torch thread, here as in the benchmark's workers)
     env = gym.make("StepSizeControl-Toy-v0")
     env.reset(seed=suite.task_seeds[1])
     _, reward, *_, info = env.step(env.unwrapped.theta_to_action(THETA))

@@ -102,6 +102,7 @@ def test_a_per_step_policy_file_is_played_with_its_deterministic_actions(ppo_run
             rates.append(info["lr"])
             if terminated:
                 break
+        # exact: the pool runs the same ops as this loop, on one torch thread as here
         assert episode.reward == total and episode.curves == info["curves"]
         assert np.array_equal(np.unique(episode.curves.learning_rates), np.unique(rates))
 
@@ -155,6 +156,7 @@ def test_a_bandit_controller_on_the_dynamic_twin_is_scored_as_the_wrapper_scores
             total += reward
             if terminated:
                 break
+        # exact: the pool runs the same wrapper, on one torch thread as here
         assert episode.reward == total and episode.curves == info["curves"]
         assert episode.steps_completed == info["steps_completed"] <= 30
 

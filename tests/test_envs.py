@@ -91,7 +91,8 @@ def test_observations_lie_in_the_space_and_reset_matches_the_first_step(
     obs, reward, *_, info = env.step(env.action_space.sample())
     assert env.observation_space.contains(obs)
     assert np.isfinite(reward)
-    # the starting observation is phi_hat after the first step, which eta_0 drives
+    # the starting observation is phi_hat after the first step, which eta_0 drives (exact:
+    # the probe takes the very step the run takes)
     np.testing.assert_array_equal(obs0, info["curves"].features[0].astype(np.float32))
     assert info["curves"].learning_rates[0] == info0["task"]["eta0"]
 

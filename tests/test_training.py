@@ -109,7 +109,7 @@ def test_advancing_in_stretches_records_the_run_train_records() -> None:
     run = TrainingRun(task, data, controller=controller, eval_steps=[0, 7, 10, 20, 25])
     taken = [run.advance(n) for n in (7, 3, 10, 100)]
     assert taken == [7, 3, 10, 5] and run.finished and run.advance(5) == 0
-    got = run.result()
+    got = run.result()  # exact: the same steps; evaluations do not touch training
     for name in ("losses", "learning_rates", "features", "raw_features"):
         assert np.array_equal(getattr(got.curves, name), getattr(whole.curves, name)), name
     for step in (0, 10, 20, 25):
