@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("LRGYM_QUICK", "1")
 os.environ["OMP_NUM_THREADS"] = "1"  # the notebook kernels (subprocesses) inherit it
 
@@ -46,3 +48,10 @@ if os.environ.get("LRGYM_DATA_DIR"):
     _places.append(Path(os.environ["LRGYM_DATA_DIR"]))
 if not any(_has_mnist(place) for place in _places):
     os.environ["LRGYM_DATA_DIR"] = _fake_mnist_root()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every notebook is a ``slow`` test (a minute or more): ``-m "not slow"`` leaves them out."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from lrgym.tasks.family import Task
 
@@ -25,6 +26,19 @@ DYNAMIC_TOY = "StepSizeControl-Dynamic-Toy-v0"
 """The per-step twin of :data:`TOY`."""
 DYNAMIC_SHORT = {"steps": [20, 30], "control_interval": 5}
 """Short per-step Toy episodes of a few actions."""
+
+
+CHEAP_ENVS = ("Toy", "Digits")
+"""Env ids with these names train in a fraction of a second (no image data to read)."""
+
+
+def slow_unless_cheap(env_ids: list[str]) -> list[Any]:
+    """``env_ids`` as parameters, those of the image datasets marked ``slow`` (the fast tier
+    runs a parametrised test on the cheap envs only)."""
+    return [
+        pytest.param(e, marks=() if any(c in e for c in CHEAP_ENVS) else pytest.mark.slow)
+        for e in env_ids
+    ]
 
 
 def toy_task(**changes: object) -> Task:

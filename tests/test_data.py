@@ -546,6 +546,7 @@ def test_existing_files_are_not_downloaded_again(
     assert calls == []
 
 
+@pytest.mark.slow
 def test_import_reads_and_writes_nothing(tmp_path: Path) -> None:
     """Importing lrgym with no data anywhere succeeds and creates no folder."""
     env = {

@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
+from helpers import slow_unless_cheap
 
 import lrgym
 from lrgym.controllers import ScheduleController
@@ -68,7 +69,7 @@ def test_every_issue_id_is_registered_and_runs_its_bandit_twins_tasks() -> None:
         assert same == ENV_KWARGS[bandit]
 
 
-@pytest.mark.parametrize("env_id", DYNAMIC_IDS)
+@pytest.mark.parametrize("env_id", slow_unless_cheap(DYNAMIC_IDS))
 def test_gymnasium_and_sb3_checkers_pass(env_id: str, fake_root: Path, mnist_root: Path) -> None:
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 

@@ -178,6 +178,7 @@ def test_random_search_does_not_report_a_candidate_one_lucky_task_favoured() -> 
 # layering, optional extras, policy files
 
 
+@pytest.mark.slow
 def test_importing_the_lrgym_command_line_does_not_import_agents() -> None:
     code = "import sys, lrgym.cli; print(sorted(m for m in sys.modules if m.startswith('agents')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
