@@ -6,8 +6,8 @@ The notebooks read ``LRGYM_QUICK``: set here to ``1`` unless it is set already, 
 Notebooks 01, 04 and 05 train on MNIST, found in ``../shared/data`` or ``data/`` (the places
 the notebooks look) or ``LRGYM_DATA_DIR``. Where none of them has it (a fresh clone on a
 machine without the files, offline), the notebooks run on fake MNIST files in torchvision's
-layout, as the tests do (``tests/conftest.py``): their quick budget checks the code, not the
-numbers.
+layout, as the tests do (``tests/helpers.py``): their quick budget checks the code, not the
+numbers. The kernels run with one torch thread (``OMP_NUM_THREADS=1``), as every test does.
 """
 
 import atexit
@@ -17,7 +17,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("LRGYM_QUICK", "1")
+os.environ["OMP_NUM_THREADS"] = "1"  # the notebook kernels (subprocesses) inherit it
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -28,7 +31,7 @@ def _has_mnist(root: Path) -> bool:
 
 def _fake_mnist_root() -> str:
     spec = importlib.util.spec_from_file_location(
-        "lrgym_tests_conftest", REPOSITORY / "tests" / "conftest.py"
+        "lrgym_tests_helpers", REPOSITORY / "tests" / "helpers.py"
     )
     assert spec is not None and spec.loader is not None
     helpers = importlib.util.module_from_spec(spec)
@@ -45,3 +48,10 @@ if os.environ.get("LRGYM_DATA_DIR"):
     _places.append(Path(os.environ["LRGYM_DATA_DIR"]))
 if not any(_has_mnist(place) for place in _places):
     os.environ["LRGYM_DATA_DIR"] = _fake_mnist_root()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every notebook is a ``slow`` test (a minute or more): ``-m "not slow"`` leaves them out."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)

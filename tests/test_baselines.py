@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_training import toy_task as _toy_task
+from helpers import toy_task as _toy_task
 
 from lrgym.bench.baselines import BASELINES, LR_GRID, get_baselines
 from lrgym.controllers import (

@@ -105,6 +105,7 @@ def test_plan_runs_the_grid_the_baselines_the_variants_and_the_sweep() -> None:
         plan(suite, tasks=21)
 
 
+@pytest.mark.slow
 def test_a_benchmark_writes_the_documented_csv_leaderboard_and_figures(tmp_path: Path) -> None:
     learned = controller_file(tmp_path)
     out = tmp_path / "out"
@@ -134,7 +135,8 @@ def test_a_benchmark_writes_the_documented_csv_leaderboard_and_figures(tmp_path:
         if row["curves"]:
             with np.load(out / row["curves"], allow_pickle=False) as curves:
                 assert curves["losses"].shape == (row["steps_completed"],)
-    # the learned row is exactly the env's episode of the same theta on the same task
+    # the learned row is exactly the env's episode of the same theta on the same task (the
+    # same run on one torch thread, here as in the benchmark's workers)
     env = gym.make("StepSizeControl-Toy-v0")
     env.reset(seed=suite.task_seeds[1])
     _, reward, *_, info = env.step(env.unwrapped.theta_to_action(THETA))
@@ -271,6 +273,7 @@ def test_a_killed_benchmark_resumes_without_repeating_a_row(tmp_path: Path) -> N
     assert without_wall_time(csv_path) == without_wall_time(whole / "results.csv")
 
 
+@pytest.mark.slow
 def test_process_workers_give_the_serial_results(tmp_path: Path) -> None:
     options = {"baselines": "constant,plateau,prodigy", "tasks": 2, "progress": False}
     serial = run_benchmark("toy", tmp_path / "serial", figures=False, **options)  # type: ignore[arg-type]

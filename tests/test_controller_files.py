@@ -35,6 +35,7 @@ def never() -> np.ndarray:
     raise AssertionError("a log-linear file read the task's starting features")
 
 
+@pytest.mark.slow
 def test_importing_lrgym_leaves_stable_baselines3_out_until_a_policy_model_is_used() -> None:
     script = f"""
 import sys

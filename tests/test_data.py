@@ -19,7 +19,7 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 import torch
-from conftest import write_fake_cifar10, write_fake_mnist
+from helpers import write_fake_cifar10, write_fake_mnist, write_idx
 
 import lrgym
 from lrgym.data import datasets as data
@@ -53,13 +53,6 @@ def read_idx(path: Path) -> np.ndarray:
     ndim = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(raw[4 + 4 * ndim :], dtype=np.uint8).reshape(dims)
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim])
-    dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + dims + array.tobytes())
 
 
 def write_cifar_batch(path: Path, images: np.ndarray, labels: list[int], **extra: object) -> None:
@@ -553,6 +546,7 @@ def test_existing_files_are_not_downloaded_again(
     assert calls == []
 
 
+@pytest.mark.slow
 def test_import_reads_and_writes_nothing(tmp_path: Path) -> None:
     """Importing lrgym with no data anywhere succeeds and creates no folder."""
     env = {

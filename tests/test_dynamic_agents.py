@@ -11,6 +11,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helpers import DYNAMIC_SHORT as SHORT
+from helpers import DYNAMIC_TOY as TOY
+from helpers import log_of
 
 import lrgym
 from agents.collect import episode_seeds
@@ -27,13 +30,6 @@ from lrgym.controllers.files import (
 from lrgym.envs import ControllerWrapper
 from lrgym.errors import InvalidConfigError
 from lrgym.registration import is_dynamic
-
-TOY = "StepSizeControl-Dynamic-Toy-v0"
-SHORT = {"steps": [20, 30], "control_interval": 5}
-
-
-def log_of(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +102,7 @@ def test_a_per_step_policy_file_is_played_with_its_deterministic_actions(ppo_run
             rates.append(info["lr"])
             if terminated:
                 break
+        # exact: the pool runs the same ops as this loop, on one torch thread as here
         assert episode.reward == total and episode.curves == info["curves"]
         assert np.array_equal(np.unique(episode.curves.learning_rates), np.unique(rates))
 
@@ -159,6 +156,7 @@ def test_a_bandit_controller_on_the_dynamic_twin_is_scored_as_the_wrapper_scores
             total += reward
             if terminated:
                 break
+        # exact: the pool runs the same wrapper, on one torch thread as here
         assert episode.reward == total and episode.curves == info["curves"]
         assert episode.steps_completed == info["steps_completed"] <= 30
 
@@ -228,4 +226,7 @@ def test_a_contextual_policy_file_picks_theta_from_the_starting_features_in_the_
             _, _, terminated, _, info = env.step(None)
             if terminated:
                 break
+        # exact: the same computation on the same kernels. evaluate_controller's pool runs it
+        # with one torch thread, as this process does (tests/conftest.py); with more threads
+        # here the features' float sums split differently (about 1e-8 apart)
         assert episode.curves == info["curves"]

@@ -15,6 +15,7 @@ import pytest
 import torch
 from gymnasium.envs.registration import EnvSpec
 from gymnasium.utils.env_checker import check_env as gym_check_env
+from helpers import slow_unless_cheap
 
 import lrgym
 from lrgym.errors import InvalidActionError, InvalidConfigError
@@ -42,7 +43,7 @@ def make(env_id: str, fake_root: Path, mnist_root: Path, **extra: Any) -> gym.En
     return gym.make(env_id, **kwargs)
 
 
-@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.parametrize("env_id", slow_unless_cheap(ENV_IDS))
 def test_gymnasium_and_sb3_checkers_pass(env_id: str, fake_root: Path, mnist_root: Path) -> None:
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
@@ -91,7 +92,8 @@ def test_observations_lie_in_the_space_and_reset_matches_the_first_step(
     obs, reward, *_, info = env.step(env.action_space.sample())
     assert env.observation_space.contains(obs)
     assert np.isfinite(reward)
-    # the starting observation is phi_hat after the first step, which eta_0 drives
+    # the starting observation is phi_hat after the first step, which eta_0 drives (exact:
+    # the probe takes the very step the run takes)
     np.testing.assert_array_equal(obs0, info["curves"].features[0].astype(np.float32))
     assert info["curves"].learning_rates[0] == info0["task"]["eta0"]
 
@@ -259,6 +261,7 @@ def test_render_draws_the_last_run(fake_root: Path, mnist_root: Path) -> None:
     assert plain.render() is None
 
 
+@pytest.mark.slow
 def test_render_and_figures_leave_the_plotting_backend_alone() -> None:
     # a notebook's inline backend must survive env.render() and the benchmark's figures
     code = (
@@ -287,6 +290,7 @@ def test_a_given_task_can_be_replayed(fake_root: Path, mnist_root: Path) -> None
         env.reset(options={"task": "not a task"})
 
 
+@pytest.mark.slow
 def test_make_with_module_prefix_needs_no_import() -> None:
     code = (
         "import gymnasium as gym, numpy as np\n"
@@ -384,6 +388,7 @@ def test_a_search_over_the_action_raises_the_reward_on_fixed_tasks() -> None:
     assert len(history) >= 3 and history[-1] > history[0] + 0.2
 
 
+@pytest.mark.slow
 def test_results_reproduce_in_a_fresh_process() -> None:
     code = (
         "import json, gymnasium as gym, numpy as np, lrgym\n"

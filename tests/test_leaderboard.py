@@ -389,6 +389,7 @@ def _is_png(path: Path) -> bool:
     return data[:8] == PNG_SIGNATURE and len(data) > 5000
 
 
+@pytest.mark.slow
 def test_write_figures(tmp_path: Path) -> None:
     folder = tmp_path / "bench"
     rows = synthetic_rows(4, folder=folder)

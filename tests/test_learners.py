@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import kill_after_lines
+from helpers import TOY, kill_after_lines, log_of
 
 import lrgym
 from agents.cmaes import CMAES, CMAESConfig
@@ -23,14 +23,9 @@ from lrgym.cli import main
 from lrgym.controllers.files import ContextualPolicyFile, ControllerFileError
 from lrgym.errors import InvalidConfigError, LrgymError
 
-TOY = "StepSizeControl-Toy-v0"
 SHORT = {"steps": [20, 30]}
 ASK_TELL = ("reps", "cmaes", "random")
 SB3 = ("ppo", "a2c", "sac", "td3", "ars")
-
-
-def log_of(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,6 +178,7 @@ def test_random_search_does_not_report_a_candidate_one_lucky_task_favoured() -> 
 # layering, optional extras, policy files
 
 
+@pytest.mark.slow
 def test_importing_the_lrgym_command_line_does_not_import_agents() -> None:
     code = "import sys, lrgym.cli; print(sorted(m for m in sys.modules if m.startswith('agents')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

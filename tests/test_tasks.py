@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import toy_task
 
 from lrgym.errors import InvalidConfigError
 from lrgym.optimizers import make_optimizer
@@ -17,20 +18,10 @@ from lrgym.tasks.family import Task, TaskFamily, build_model
 
 
 def task(**changes: object) -> Task:
-    base = dict(
-        dataset="mnist",
-        architecture="cnn",
-        widths=(4, 6, 20),
-        subset_fraction=0.2,
-        steps=10,
-        batch_size=8,
-        eta0=0.01,
-        optimizer="sgd",
-        momentum=0.9,
-        seed=7,
-    )
-    base.update(changes)
-    return Task(**base)  # type: ignore[arg-type]
+    """A small MNIST CNN task with ``changes``."""
+    mnist_cnn = {"dataset": "mnist", "architecture": "cnn", "widths": (4, 6, 20)}
+    small = {"subset_fraction": 0.2, "steps": 10, "batch_size": 8, "eta0": 0.01, "seed": 7}
+    return toy_task(**{**mnist_cnn, **small, "momentum": 0.9, **changes})
 
 
 def test_samples_stay_inside_the_documented_inclusive_ranges() -> None:

@@ -6,29 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from helpers import toy_task
 
 from lrgym.controllers import ConstantController, Controller, ControlState, LogLinearController
 from lrgym.data.datasets import load_dataset
 from lrgym.errors import InvalidConfigError
-from lrgym.tasks.family import Task
 from lrgym.training import TrainingRun, evaluation_steps, train
-
-
-def toy_task(**changes: object) -> Task:
-    base = dict(
-        dataset="toy",
-        architecture="mlp",
-        widths=(16,),
-        subset_fraction=1.0,
-        steps=30,
-        batch_size=32,
-        eta0=0.05,
-        optimizer="sgd",
-        momentum=0.0,
-        seed=3,
-    )
-    base.update(changes)
-    return Task(**base)  # type: ignore[arg-type]
 
 
 def test_result_curves_have_one_entry_per_step() -> None:
@@ -126,7 +109,7 @@ def test_advancing_in_stretches_records_the_run_train_records() -> None:
     run = TrainingRun(task, data, controller=controller, eval_steps=[0, 7, 10, 20, 25])
     taken = [run.advance(n) for n in (7, 3, 10, 100)]
     assert taken == [7, 3, 10, 5] and run.finished and run.advance(5) == 0
-    got = run.result()
+    got = run.result()  # exact: the same steps; evaluations do not touch training
     for name in ("losses", "learning_rates", "features", "raw_features"):
         assert np.array_equal(getattr(got.curves, name), getattr(whole.curves, name)), name
     for step in (0, 10, 20, 25):
