@@ -1,12 +1,12 @@
 """Agents that solve lrgym's environments: learners, and the infrastructure that runs them.
 
-Learners (each a module of its own):
+Learners (:mod:`agents.learners`, each a module of its own):
 
-* :mod:`agents.asktell`: the ask/tell protocol the population learners implement, and their
-  registry;
-* :mod:`agents.reps`, :mod:`agents.cmaes`, :mod:`agents.random_search`: REPS, CMA-ES, random
-  search;
-* :mod:`agents.sb3`: Stable-Baselines3 learners (contextual and per-step policies).
+* :mod:`agents.learners.asktell`: the ask/tell protocol the population learners implement, and
+  their registry;
+* :mod:`agents.learners.reps`, :mod:`agents.learners.cmaes`,
+  :mod:`agents.learners.random_search`: REPS, CMA-ES, random search;
+* :mod:`agents.learners.sb3`: Stable-Baselines3 learners (contextual and per-step policies).
 
 Infrastructure (what the learners and the benchmark run on):
 

@@ -6,7 +6,7 @@ entry point of this distribution and calls :func:`register` with its subcommand 
 * ``lrgym train {reps,cmaes,random} --episodes N --samples M --out DIR`` runs an ask/tell
   learner (:mod:`agents.loop`);
 * ``lrgym train {ppo,a2c,sac,td3,ars} --episodes N --out DIR`` runs a Stable-Baselines3 learner
-  (:mod:`agents.sb3`);
+  (:mod:`agents.learners.sb3`);
 * ``lrgym evaluate CONTROLLER --episodes K --seed S`` runs a controller file on fresh tasks.
 """
 
@@ -167,7 +167,7 @@ def _train(args: argparse.Namespace) -> int:
             )
             records = run.records
         else:
-            from agents.sb3 import train_sb3
+            from agents.learners.sb3 import train_sb3
 
             if _backend_name(args) == "ray":
                 raise LrgymError(

@@ -24,14 +24,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.asktell import (
+from agents.collect import Collector, Progress, episode_seeds, make_collector
+from agents.learners.asktell import (
     AskTellLearner,
     config_dict,
     learner_config,
     learner_from_state,
     make_learner,
 )
-from agents.collect import Collector, Progress, episode_seeds, make_collector
 from agents.rundir import (
     LearnerRun,
     RunDirectory,
@@ -66,7 +66,7 @@ def train(
 
     Args:
         algorithm: ``"reps"``, ``"cmaes"`` or ``"random"``
-            (:data:`agents.asktell.ASK_TELL_LEARNERS`).
+            (:data:`agents.learners.asktell.ASK_TELL_LEARNERS`).
         env_id: a registered env with a Box action and one-step episodes.
         out: the run directory (:mod:`agents.rundir`).
         episodes: training runs in total, a multiple of the learner's ``samples``

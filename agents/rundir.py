@@ -1,6 +1,6 @@
 """A training run's directory: settings, log, checkpoint and controller files, in one place.
 
-Every learner (:mod:`agents.loop` for the ask/tell learners, :mod:`agents.sb3` for
+Every learner (:mod:`agents.loop` for the ask/tell learners, :mod:`agents.learners.sb3` for
 Stable-Baselines3) writes the same files into its ``--out`` directory:
 
 * ``run.json``: the run's settings (what ``--resume`` checks against);
@@ -63,7 +63,7 @@ LOG_COLUMNS = (
 
 @dataclass
 class LearnerRun:
-    """What :func:`agents.loop.train` and :func:`agents.sb3.train_sb3` return."""
+    """What :func:`agents.loop.train` and :func:`agents.learners.sb3.train_sb3` return."""
 
     learner: Any
     """The trained learner: an ask/tell learner, or the Stable-Baselines3 model."""

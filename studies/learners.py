@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 import lrgym
-from agents.asktell import ASK_TELL_LEARNERS
 from agents.evaluation import evaluate_controller
+from agents.learners.asktell import ASK_TELL_LEARNERS
 from lrgym.jsonfile import write_atomic
 
 ALL = ("reps", "cmaes", "random", "ppo", "a2c", "sac", "td3", "ars")
@@ -67,7 +67,7 @@ def train_one(learner: str, seed: int, out: Path, args: argparse.Namespace) -> f
 
         train(learner, args.env, out, config={"samples": args.samples}, **common)
     else:
-        from agents.sb3 import train_sb3
+        from agents.learners.sb3 import train_sb3
 
         common.pop("backend")
         common["workers"] = args.sb3_workers

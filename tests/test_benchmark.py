@@ -291,7 +291,7 @@ def test_process_workers_give_the_serial_results(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_policy_controller_acts_on_each_tasks_starting_features(tmp_path: Path) -> None:
     pytest.importorskip("stable_baselines3")
-    from agents.sb3 import train_sb3
+    from agents.learners.sb3 import train_sb3
 
     train_sb3("ppo", "StepSizeControl-Toy-v0", tmp_path / "ppo", episodes=32, progress=False)
     policy = tmp_path / "ppo" / "controller.json"

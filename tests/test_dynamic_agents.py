@@ -18,8 +18,8 @@ from helpers import log_of
 import lrgym
 from agents.collect import episode_seeds
 from agents.evaluation import evaluate_controller, evaluate_dynamic
+from agents.learners.sb3 import train_sb3
 from agents.rundir import LOG_COLUMNS, read_checkpoint, write_checkpoint
-from agents.sb3 import train_sb3
 from lrgym.cli import main
 from lrgym.controllers.files import (
     ContextualPolicyFile,

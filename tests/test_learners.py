@@ -15,9 +15,9 @@ import pytest
 from helpers import TOY, kill_after_lines, log_of
 
 import lrgym
-from agents.cmaes import CMAES, CMAESConfig
+from agents.learners.cmaes import CMAES, CMAESConfig
+from agents.learners.random_search import RandomSearch, RandomSearchConfig
 from agents.loop import train
-from agents.random_search import RandomSearch, RandomSearchConfig
 from agents.rundir import LOG_COLUMNS, read_checkpoint
 from lrgym.cli import main
 from lrgym.controllers.files import ContextualPolicyFile, ControllerFileError
@@ -66,7 +66,7 @@ def test_an_unknown_algorithm_lists_the_allowed_ones(capsys: pytest.CaptureFixtu
 def test_a_budget_the_learner_cannot_end_on_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidConfigError, match="multiple of samples=8"):
         train("cmaes", TOY, tmp_path, episodes=20, config={"samples": 8}, progress=False)
-    from agents.sb3 import train_sb3
+    from agents.learners.sb3 import train_sb3
 
     with pytest.raises(InvalidConfigError, match="16 episodes per update"):
         train_sb3("ars", TOY, tmp_path, episodes=20, progress=False)
@@ -198,14 +198,14 @@ def test_a_missing_optional_package_names_the_extra_to_install(
         if algorithm == "cmaes":
             train("cmaes", TOY, tmp_path, episodes=16, progress=False)
         else:
-            from agents.sb3 import train_sb3
+            from agents.learners.sb3 import train_sb3
 
             train_sb3(algorithm, TOY, tmp_path, episodes=16, progress=False)
 
 
 @pytest.mark.slow
 def test_a_policy_controller_file_checks_its_model(tmp_path: Path) -> None:
-    from agents.sb3 import train_sb3
+    from agents.learners.sb3 import train_sb3
 
     out = tmp_path / "ppo"
     train_sb3("ppo", TOY, out, episodes=32, env_kwargs=SHORT, progress=False)

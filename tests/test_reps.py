@@ -1,4 +1,4 @@
-"""Reference tests of the REPS update (:mod:`agents.reps`).
+"""Reference tests of the REPS update (:mod:`agents.learners.reps`).
 
 Expected values come from computations written here (explicit loops over samples, a
 brute-force minimisation of the dual, finite differences), never from the helpers under test.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from agents.reps import (
+from agents.learners.reps import (
     REPS,
     REPSConfig,
     dual,

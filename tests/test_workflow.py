@@ -24,9 +24,9 @@ import pytest
 import lrgym
 from agents.collect import Collector, Episode, episode_seeds, make_collector
 from agents.evaluation import evaluate_controller
+from agents.learners.reps import REPSConfig
 from agents.loop import train
 from agents.pools import CollectorError, ProcessPool, SerialPool, resolve_backend
-from agents.reps import REPSConfig
 from agents.rundir import CheckpointError, read_checkpoint
 from lrgym.cli import main
 from lrgym.controllers.files import ControllerFileError, LogLinearFile

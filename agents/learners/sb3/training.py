@@ -1,5 +1,5 @@
 """Training a Stable-Baselines3 learner on an lrgym env: the task seeds of the run's episodes,
-the vector env and :func:`train_sb3` (see :mod:`agents.sb3`)."""
+the vector env and :func:`train_sb3` (see :mod:`agents.learners.sb3`)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import gymnasium as gym
 import torch
 
 from agents.collect import episode_seeds
+from agents.learners.sb3.callback import make_callback
+from agents.learners.sb3.model_files import ModelSaver, load_model, normalizing
+from agents.learners.sb3.settings import SB3_LEARNERS, build_model, check_budget, settings_for
 from agents.rundir import LearnerRun, RunDirectory, progress_bar, run_settings
-from agents.sb3.callback import make_callback
-from agents.sb3.model_files import ModelSaver, load_model, normalizing
-from agents.sb3.settings import SB3_LEARNERS, build_model, check_budget, settings_for
 from lrgym.controllers.sb3_policy import import_policy_library
 from lrgym.envs.dynamic import StepSizeControlDynamicEnv
 from lrgym.registration import is_dynamic
@@ -92,7 +92,7 @@ def train_sb3(
     log_every: int = 32,
 ) -> LearnerRun:
     """Train the Stable-Baselines3 learner ``algorithm`` (:data:`SB3_LEARNERS`) for exactly
-    ``episodes`` episodes; see :mod:`agents.sb3` for the files and what resuming does.
+    ``episodes`` episodes; see :mod:`agents.learners.sb3` for the files and what resuming does.
 
     Args:
         hyperparameters: settings that replace lrgym's (:data:`SB3_LEARNERS`), e.g.

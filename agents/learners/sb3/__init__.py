@@ -29,14 +29,15 @@ own mechanisms (a callback, ``save``, ``save_replay_buffer``):
 
 Model files and replay buffers are **pickles**: resume and evaluate only runs you trust.
 
-Modules: :mod:`~agents.sb3.settings` (lrgym's settings, budgets, building a model),
-:mod:`~agents.sb3.training` (:func:`train_sb3`), :mod:`~agents.sb3.model_files` (saving and
-loading models, writing the policy controller files), :mod:`~agents.sb3.callback`.
+Modules: :mod:`~agents.learners.sb3.settings` (lrgym's settings, budgets, building a model),
+:mod:`~agents.learners.sb3.training` (:func:`train_sb3`),
+:mod:`~agents.learners.sb3.model_files` (saving and loading models, writing the policy
+controller files), :mod:`~agents.learners.sb3.callback`.
 """
 
 from __future__ import annotations
 
-from agents.sb3.settings import SB3_DYNAMIC_SETTINGS, SB3_LEARNERS
-from agents.sb3.training import train_sb3
+from agents.learners.sb3.settings import SB3_DYNAMIC_SETTINGS, SB3_LEARNERS
+from agents.learners.sb3.training import train_sb3
 
 __all__ = ["SB3_DYNAMIC_SETTINGS", "SB3_LEARNERS", "train_sb3"]

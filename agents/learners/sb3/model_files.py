@@ -17,8 +17,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from agents.learners.sb3.settings import SB3_LEARNERS
 from agents.rundir import CheckpointError, controller_for
-from agents.sb3.settings import SB3_LEARNERS
 from lrgym.controllers.files import save_controller
 from lrgym.controllers.sb3_policy import import_policy_library
 from lrgym.jsonfile import file_sha256

@@ -1,0 +1,2 @@
+"""The learners: REPS (the paper's), CMA-ES, random search (all behind the ask/tell protocol of
+:mod:`agents.learners.asktell`) and the Stable-Baselines3 learners (:mod:`agents.learners.sb3`)."""
