@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import lrgym
 from lrgym.tasks.family import Task
 
 TOY = "StepSizeControl-Toy-v0"
@@ -39,6 +40,21 @@ def slow_unless_cheap(env_ids: list[str]) -> list[Any]:
         pytest.param(e, marks=() if any(c in e for c in CHEAP_ENVS) else pytest.mark.slow)
         for e in env_ids
     ]
+
+
+def data_kwargs(env_id: str, fake_root: Path, mnist_root: Path) -> dict[str, Any]:
+    """Where a registered id finds its data in the tests, and a data subset that fits the small
+    fake files: MNIST from ``mnist_root``, Fashion-MNIST and CIFAR-10 from the fake files,
+    half or more of the small embedded datasets, 5-10% of the others."""
+    dataset = {**lrgym.ENV_KWARGS, **lrgym.DYNAMIC_ENV_KWARGS}[env_id]["dataset"]
+    kwargs: dict[str, Any] = {"subset_fraction": [0.05, 0.1]}
+    if dataset == "mnist":
+        kwargs["data_root"] = str(mnist_root)
+    elif dataset in ("fashion_mnist", "cifar10"):
+        kwargs["data_root"] = str(fake_root)
+    else:
+        kwargs["subset_fraction"] = [0.5, 1.0]
+    return kwargs
 
 
 def toy_task(**changes: object) -> Task:

@@ -15,39 +15,30 @@ import pytest
 import torch
 from gymnasium.envs.registration import EnvSpec
 from gymnasium.utils.env_checker import check_env as gym_check_env
-from helpers import slow_unless_cheap
+from helpers import data_kwargs, slow_unless_cheap
 
 import lrgym
 from lrgym.errors import InvalidActionError, InvalidConfigError
-from lrgym.registration import ENV_KWARGS
+from lrgym.registration import DYNAMIC_ENV_KWARGS, ENV_KWARGS
 
 ENV_IDS = sorted(ENV_KWARGS)
-SMALL = {
-    "steps": [8, 12],
-    "eval_points": 4,
-    "eval_size": 64,
-    "test_size": 64,
-    "subset_fraction": [0.05, 0.1],
-}
+DYNAMIC_IDS = sorted(DYNAMIC_ENV_KWARGS)
+SMALL = {"steps": [8, 12], "eval_points": 4, "eval_size": 64, "test_size": 64}
+DYNAMIC_SMALL = {"steps": [20, 30], "eval_size": 64, "test_size": 64, "control_interval": 7}
 
 
 def make(env_id: str, fake_root: Path, mnist_root: Path, **extra: Any) -> gym.Env:
-    dataset = ENV_KWARGS[env_id]["dataset"]
-    kwargs = {**SMALL, **extra}
-    if dataset == "mnist":
-        kwargs["data_root"] = str(mnist_root)
-    elif dataset in ("fashion_mnist", "cifar10"):
-        kwargs["data_root"] = str(fake_root)
-    if dataset in ("toy", "digits"):
-        kwargs["subset_fraction"] = [0.5, 1.0]
-    return gym.make(env_id, **kwargs)
+    return gym.make(env_id, **{**SMALL, **data_kwargs(env_id, fake_root, mnist_root), **extra})
 
 
-@pytest.mark.parametrize("env_id", slow_unless_cheap(ENV_IDS))
+@pytest.mark.parametrize("env_id", slow_unless_cheap([*ENV_IDS, *DYNAMIC_IDS]))
 def test_gymnasium_and_sb3_checkers_pass(env_id: str, fake_root: Path, mnist_root: Path) -> None:
+    """The contract test over every registered id, bandit and dynamic."""
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    env = make(env_id, fake_root, mnist_root, render_mode="rgb_array")
+    small = SMALL if env_id in ENV_KWARGS else DYNAMIC_SMALL
+    kwargs = {**small, **data_kwargs(env_id, fake_root, mnist_root)}
+    env = gym.make(env_id, render_mode="rgb_array", **kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a checker warning is a failure here
         gym_check_env(env.unwrapped)
