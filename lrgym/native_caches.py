@@ -15,7 +15,7 @@ fill to their capacity, slowly: on ``StepSizeControl-Digits-v0`` resident memory
 about 40 MB in the first 500 episodes and was still growing at 500 (``perf/memory_growth.py``
 prints it). One episode of the conv families needs about 20 primitives, so
 :data:`CACHE_CAPACITY` entries hold several episodes' worth and no episode recreates a
-primitive it has used; the episode time is unchanged.
+primitive it has used within itself (``perf/memory_growth.py`` compares episode times).
 
 Both capacities are read from the environment once, at the first convolution of a process.
 Importing lrgym sets them (:func:`bound_native_caches`), which takes effect when lrgym is
