@@ -2,7 +2,9 @@
 
 Importing lrgym registers the ``StepSizeControl-*`` environments with Gymnasium: the bandit
 envs (one episode, one training run) and the ``StepSizeControl-Dynamic-*`` envs (one action per
-stretch of the run).
+stretch of the run). It also bounds the caches PyTorch's CPU convolutions keep per problem
+shape (:mod:`lrgym.native_caches`), so that a process running episode after episode, each with a
+new network, keeps a bounded memory.
 """
 
 from lrgym.control import ControlledLR
@@ -30,6 +32,7 @@ from lrgym.errors import (
     LrgymError,
 )
 from lrgym.features import FeatureConfig, base_features
+from lrgym.native_caches import bound_native_caches
 from lrgym.registration import DYNAMIC_ENV_KWARGS, ENV_KWARGS, register_envs
 from lrgym.tasks import Task, TaskFamily
 from lrgym.training import Curves, TrainingResult, train
@@ -70,4 +73,5 @@ __all__ = [
     "train",
 ]
 
+bound_native_caches()  # before this process's first convolution: see lrgym.native_caches
 register_envs()
