@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -178,18 +179,17 @@ def test_an_existing_benchmark_needs_resume_and_the_same_settings(tmp_path: Path
     assert (tmp_path / "results.csv").read_bytes() == before  # nothing ran again
 
 
+def quiet_benchmark(suite: Any, out: Path, **options: Any) -> Path:
+    """``run_benchmark`` without progress bar, figures or perturbed controllers."""
+    return run_benchmark(suite, out, perturb=0, progress=False, figures=False, **options)
+
+
 def test_a_suite_of_your_own_runs_its_env_kwargs_under_its_own_name(tmp_path: Path) -> None:
     learned = controller_file(tmp_path)
     short = dataclasses.replace(get_suite("toy"), name="toy-short", env_kwargs={"steps": [7, 7]})
-    csv_path = run_benchmark(
-        short,
-        tmp_path / "out",
-        controllers=[f"mine={learned}"],
-        baselines="constant",
-        tasks=1,
-        perturb=0,
-        progress=False,
-        figures=False,
+    out = tmp_path / "out"
+    csv_path = quiet_benchmark(
+        short, out, controllers=[f"mine={learned}"], baselines="constant", tasks=1
     )
     rows = read_results(csv_path)
     assert {r["suite"] for r in rows} == {"toy-short"} and {r["steps"] for r in rows} == {7}
@@ -212,16 +212,9 @@ def test_a_benchmark_resumes_with_a_moved_controller_file_but_not_a_changed_one(
     out = tmp_path / "out"
 
     def run(path: Path, resume: bool) -> None:
-        run_benchmark(
-            "toy",
-            out,
-            controllers=[f"mine={path}"],
-            baselines="step",
-            tasks=1,
-            perturb=0,
-            resume=resume,
-            progress=False,
-            figures=False,
+        controllers = [f"mine={path}"]
+        quiet_benchmark(
+            "toy", out, controllers=controllers, baselines="step", tasks=1, resume=resume
         )
 
     run(first, resume=False)

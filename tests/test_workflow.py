@@ -227,10 +227,9 @@ def final_state(out: Path) -> tuple[Any, ...]:
     return payload["state"], [row["rewards"] for row in log], controller.theta
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("whole")
-    train(
+def train_reps(out: Path, **extra: Any) -> Any:
+    """The REPS run on short Toy episodes every test here resumes, interrupts or refuses."""
+    return train(
         "reps",
         TOY,
         out,
@@ -238,8 +237,14 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
         config=CONFIG,
         seed=7,
         env_kwargs=SHORT,
-        progress=False,
+        **extra,
     )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("whole")
+    train_reps(out, progress=False)
     return out
 
 
@@ -272,17 +277,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_policy(
     tmp_path: Path, uninterrupted: Path, limit: int
 ) -> None:
     with pytest.raises(KeyboardInterrupt):
-        train(
-            "reps",
-            TOY,
-            tmp_path,
-            episodes=4 * CONFIG.samples,
-            config=CONFIG,
-            seed=7,
-            env_kwargs=SHORT,
-            progress=False,
-            collector=Interrupting(limit),
-        )
+        train_reps(tmp_path, progress=False, collector=Interrupting(limit))
     done = read_checkpoint(tmp_path / "checkpoint.json")["state"]["iteration"]
     assert done == limit // CONFIG.samples  # only complete iterations are saved
     train(
@@ -338,9 +333,7 @@ def test_resume_refuses_bad_checkpoints_and_other_settings(
     with pytest.raises(CheckpointError, match="seed=8"):
         resume(copy, seed=8)
     with pytest.raises(CheckpointError, match="already holds a run"):
-        train(
-            "reps", TOY, copy, episodes=4 * CONFIG.samples, config=CONFIG, seed=7, env_kwargs=SHORT
-        )
+        train_reps(copy)
     checkpoint = copy / "checkpoint.json"
     text = checkpoint.read_text()
     checkpoint.write_text(text[: len(text) // 2])  # a partial write
