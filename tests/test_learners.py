@@ -93,14 +93,15 @@ def outcome(out: Path) -> tuple[Any, ...]:
 def test_killed_ask_tell_runs_resume_to_the_bit_identical_controller(
     algorithm: str, tmp_path: Path
 ) -> None:
-    budget = ("--episodes", "40", "--samples", "8")
+    budget = ("--episodes", "24", "--samples", "8")
     whole = tmp_path / "whole"
     subprocess.run(train_command(algorithm, whole, *budget), check=True, capture_output=True)
-    for workers in ("1", "2"):  # serial and process backends
+    # the process backend once: it collects episodes the same way for every learner
+    for workers in ("1", "2") if algorithm == "reps" else ("1",):
         out = tmp_path / f"killed-{workers}"
         command = train_command(algorithm, out, *budget, "--workers", workers)
-        kill_after_lines(command, out / "log.jsonl", 2)
-        assert read_checkpoint(out / "checkpoint.json")["episodes"] < 40
+        kill_after_lines(command, out / "log.jsonl", 1)
+        assert read_checkpoint(out / "checkpoint.json")["episodes"] < 24
         resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
         assert resumed.returncode == 0, resumed.stderr
         assert outcome(out) == outcome(whole)

@@ -293,29 +293,6 @@ def train_command(out: Path, *args: str) -> list[str]:
     return [*cli, "--out", str(out), *args]
 
 
-@pytest.mark.slow
-def test_killed_process_resumes_to_the_same_policy(tmp_path: Path, uninterrupted: Path) -> None:
-    """SIGKILL at an arbitrary moment (here: soon after the first log line), then --resume."""
-    command = train_command(
-        tmp_path, "--episodes", "20", "--samples", str(CONFIG.samples), "--seed", "7",
-        "--env-kwargs", json.dumps(SHORT),
-    )  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    log = tmp_path / "log.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if log.exists() and log.read_text().count("\n") >= 1:
-            break
-        time.sleep(0.01)
-    process.kill()
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert read_checkpoint(tmp_path / "checkpoint.json")["state"]["iteration"] < 4
-    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    assert final_state(tmp_path) == final_state(uninterrupted)
-
-
 def test_resume_refuses_bad_checkpoints_and_other_settings(
     tmp_path: Path, uninterrupted: Path
 ) -> None:
