@@ -30,6 +30,7 @@ from lrgym.errors import (
     InvalidActionError,
     InvalidConfigError,
     LrgymError,
+    MissingPackageError,
 )
 from lrgym.features import FeatureConfig, base_features
 from lrgym.native_caches import bound_native_caches
@@ -58,6 +59,7 @@ __all__ = [
     "LogLinearController",
     "LogLinearFile",
     "LrgymError",
+    "MissingPackageError",
     "PerStepPolicyFile",
     "SavedController",
     "ScheduleController",

@@ -28,9 +28,10 @@ What the features need from the loop:
   and per-parameter scaling are part of ``d``); ``dw`` is measured, not assumed. Every
   parameter group gets the same rate.
 
-How ``grad f_i^T dw`` is computed: conv and linear layers by a contraction of what the normal
-forward/backward already holds (about one extra forward of those layers); parameters of other
-layers (normalisation layers, embeddings) and every parameter of a pass in which BatchNorm used
+How ``grad f_i^T dw`` is computed: layers affine in their parameters (conv, linear,
+embedding, LayerNorm, GroupNorm, BatchNorm with running statistics) by a contraction of what
+the normal forward/backward already holds (about one extra forward of those layers);
+parameters of other layers and every parameter of a pass in which BatchNorm used
 batch statistics (train mode: example ``i``'s loss then depends on the whole batch, and
 ``grad f_i^T dw`` is its derivative with the batch held fixed) by forward-mode AD of the
 model's output, which runs the forward pass again (dropout draws the same masks again).
@@ -321,10 +322,13 @@ class ControlledLR:
         self._set_lr(lr)
         self._lr = lr
         # dw = -step_size * d
-        step_size = lr if self._applied_lr is None else self._applied_lr(self.optimizer)
+        reader = self._applied_lr
+        step_size = lr if reader is None or reader.after_step else reader(self.optimizer)
         self.probe.before_update(lr)
         self._direction.before_update()
         self.optimizer.step()
+        if reader is not None and reader.after_step:  # Mechanic: its step computes it
+            step_size = reader(self.optimizer)
         self._direction.after_update(step_size)
         phi1, phi2 = self.probe.after_update(losses, step_size)
         self.last_step = StepOutcome(loss_value, phi1, phi2, step_size)

@@ -66,6 +66,25 @@ class DatasetCorruptError(LrgymError, OSError):
     """A dataset's files exist but cannot be read (truncated, wrong format)."""
 
 
+class MissingPackageError(LrgymError, ImportError):
+    """An optional package a feature needs is not installed; the message names the lrgym extra
+    that installs it.
+
+    Attributes:
+        package: the missing package's import name.
+        extra: the lrgym extra that installs it (``pip install 'lrgym[extra]'``).
+    """
+
+    def __init__(self, package: str, extra: str, needed_for: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{needed_for} needs the {package!r} package, which is not installed. "
+            f"Fix: pip install 'lrgym[{extra}]'",
+            name=package,
+        )
+
+
 def choice_error(field: str, value: object, allowed: Iterable[object]) -> InvalidConfigError:
     """Build the error for a value that is not one of a fixed set of choices."""
     options = ", ".join(repr(a) for a in allowed)

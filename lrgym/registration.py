@@ -20,6 +20,7 @@ _SHARED = frozenset(f.name for f in fields(EnvSettings))
 
 _MNIST: dict[str, Any] = {"dataset": "mnist"}
 _RMSPROP = {"optimizer": "rmsprop", "lr": [1e-5, 1e-2]}
+_ADAMW = {"optimizer": "adamw", "lr": [1e-5, 1e-2]}
 
 _OVERRIDES: dict[str, dict[str, Any]] = {
     "StepSizeControl-MNIST-v0": dict(_MNIST),
@@ -34,6 +35,32 @@ _OVERRIDES: dict[str, dict[str, Any]] = {
         "batch_size": [32, 32],
         "eval_size": 500,
     },
+    "StepSizeControl-ResNet-MNIST-v0": {
+        **_MNIST,
+        "architecture": "resnet",
+        "steps": [100, 300],
+        "batch_size": [32, 32],
+        "lr": [1e-4, 1.0],
+        "feature_every": 4,
+        "feature_estimate": "hold",
+    },
+    "StepSizeControl-Transformer-v0": {
+        "dataset": "grammar",
+        "architecture": "transformer",
+        **_ADAMW,
+        "subset_fraction": [0.5, 1.0],
+        "steps": [100, 200],
+        "batch_size": [16, 16],
+        "eval_size": 128,
+        "test_size": 512,
+    },
+    "StepSizeControl-MNIST1D-v0": {
+        "dataset": "mnist1d",
+        "architecture": "cnn1d",
+        "subset_fraction": [0.5, 1.0],
+        "batch_size": [32, 32],
+    },
+    "StepSizeControl-MNIST-AdamW-v0": {**_MNIST, **_ADAMW},
     "StepSizeControl-Toy-v0": {
         "dataset": "toy",
         "architecture": "mlp",
@@ -55,6 +82,10 @@ _DYNAMIC_SOURCES = {
     "CIFAR10": ("StepSizeControl-CIFAR10-v0", None),
     "Digits": ("StepSizeControl-Digits-v0", 20),
     "Toy": ("StepSizeControl-Toy-v0", 10),
+    "ResNet-MNIST": ("StepSizeControl-ResNet-MNIST-v0", 20),
+    "Transformer": ("StepSizeControl-Transformer-v0", 25),
+    "MNIST1D": ("StepSizeControl-MNIST1D-v0", None),
+    "MNIST-AdamW": ("StepSizeControl-MNIST-AdamW-v0", None),
 }
 """Each per-step id's bandit id (whose task family it runs) and its ``control_interval``
 (``None``: :class:`lrgym.spec.DynamicSettings`'s default)."""

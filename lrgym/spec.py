@@ -38,11 +38,15 @@ class EnvSettings:
     """The settings both lrgym envs share, validated on construction.
 
     Attributes:
-        dataset: ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"digits"`` or ``"toy"``.
+        dataset: one of :data:`lrgym.data.datasets.DATASETS`.
         architecture: ``"cnn"`` (the paper's sampled family), ``"lenet"`` (fixed
-            [20, 50, 500]), ``"cifar-quick"`` (fixed [32, 32, 64, 64]) or ``"mlp"``.
-        widths: ``[low, high]`` per sampled layer, or ``None`` for the architecture default.
-        optimizer: ``"sgd"``, ``"rmsprop"`` or ``"adam"``.
+            [20, 50, 500]), ``"cifar-quick"`` (fixed [32, 32, 64, 64]), ``"mlp"``,
+            ``"resnet"``, ``"transformer"`` or ``"cnn1d"`` (see :mod:`lrgym.tasks.family`).
+        widths: ``[low, high]`` per sampled number, or ``None`` for the architecture default
+            (:data:`lrgym.tasks.architectures.DEFAULT_WIDTHS`).
+        norm: the ``resnet`` family's normalisation: ``"batch"``, ``"group"`` or ``"none"``
+            (ignored by the other architectures).
+        optimizer: one of :data:`lrgym.tasks.family.OPTIMIZERS`.
         momentum: SGD momentum in ``[0, 1)``.
         subset_fraction: ``[low, high]`` range of the fraction of the training set (uniform).
         steps: ``[low, high]`` range of the optimiser steps of a run (uniform integer).
@@ -70,6 +74,7 @@ class EnvSettings:
     dataset: str = "mnist"
     architecture: str = "cnn"
     widths: tuple[tuple[int, int], ...] | None = None
+    norm: str = "batch"
     optimizer: str = "sgd"
     momentum: float = 0.9
     subset_fraction: tuple[float, float] = (0.1, 0.5)
@@ -135,6 +140,7 @@ class EnvSettings:
             lr=tuple(self.lr),  # type: ignore[arg-type]
             optimizer=self.optimizer,
             momentum=self.momentum,
+            norm=self.norm,
         )
 
     def features(self) -> FeatureConfig:

@@ -81,7 +81,8 @@ class TrainingResult:
         curves: the per-step and evaluation curves.
         test_loss: mean test loss at the end (``inf`` if diverged).
         test_accuracy: test accuracy at the end, in ``[0, 1]`` (0 if diverged: a diverged
-            network is scored as useless rather than measured).
+            network is scored as useless rather than measured); for sequences, the mean over
+            examples of the share of tokens predicted right.
         diverged: whether a non-finite loss ended the run.
         wall_time: seconds the run took.
     """
@@ -167,8 +168,9 @@ class TrainingRun:
         self._generator = torch.Generator().manual_seed(task.seed)
         self.memory_format = choose_memory_format(task.architecture, self.device, memory_format)
         self.model = build_model(
-            task, data.input_shape, data.num_classes, self._generator, self.device
-        ).to(memory_format=self.memory_format)
+            task, data.input_shape, data.num_classes, self._generator, self.device,
+            tokens=data.tokens,
+        ).to(memory_format=self.memory_format)  # fmt: skip
         n = data.train_x.shape[0]
         size = min(n, max(task.batch_size, 2, round(task.subset_fraction * n)))
         subset = torch.randperm(n, generator=self._generator)[:size]
@@ -327,13 +329,14 @@ class TrainingRun:
 
     @torch.no_grad()
     def _mean_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        total, correct = 0.0, 0
+        total, correct = 0.0, 0.0
         with evaluation_mode(self.optimizer):  # schedule-free: at the averaged weights
             for start in range(0, x.shape[0], _CHUNK):
                 logits = self.model(self._inputs(x[start : start + _CHUNK]))
                 target = y[start : start + _CHUNK].to(self.device)
                 total += float(per_example_losses(logits, target).sum())
-                correct += int((logits.argmax(1) == target).sum())
+                hits = (logits.argmax(-1) == target).reshape(target.shape[0], -1)
+                correct += float(hits.double().mean(1).sum())  # sequences: tokens' share
         return total / x.shape[0], correct / x.shape[0]
 
     def evaluate_train(self) -> float:

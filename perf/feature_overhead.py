@@ -1,7 +1,7 @@
 """Cost of the paper's features in the training loop, measured side by side in one run.
 
-For tasks sampled from StepSizeControl-MNIST-v0's family (the default MNIST task), times
-optimiser steps of
+For tasks sampled from an env's family (``--env``, default StepSizeControl-MNIST-v0; e.g.
+StepSizeControl-Transformer-v0, StepSizeControl-ResNet-MNIST-v0), times optimiser steps of
   * plain training: forward, mean loss, backward, optimiser step (no features at all);
   * the lrgym loop with exact features (phi1 every step);
   * the lrgym loop with phi1 exact every k steps, estimated in between ("dense", "last" or
@@ -19,6 +19,7 @@ every-k mode's smoothed phi1 (avg_phi1, and unc_phi1) with exact's, for three se
 Timing ratios are medians over all tasks and sequences.
 
     python perf/feature_overhead.py --data-root ../shared/data
+    python perf/feature_overhead.py --env StepSizeControl-Transformer-v0 --lr 1e-3
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 
 from lrgym.data.datasets import load_dataset
-from lrgym.features import ESTIMATES, FeatureConfig
+from lrgym.features import ESTIMATES, FeatureConfig, per_example_losses
 from lrgym.registration import ENV_KWARGS
 from lrgym.tasks.family import TaskFamily
 from lrgym.training import TrainingRun
@@ -46,13 +47,12 @@ def plain_steps(run: TrainingRun, steps: int, schedule: Schedule, start: int) ->
     """Seconds per step of a plain loop over a copy of the task's model and its batches."""
     model = run.model
     optimizer = run.optimizer
-    loss_fn = torch.nn.CrossEntropyLoss()
     begin = time.perf_counter()
     for t in range(start, start + steps):
         for group in optimizer.param_groups:
             group["lr"] = schedule(t)
         inputs, targets = run.next_batch()
-        loss = loss_fn(model(inputs), targets)
+        loss = per_example_losses(model(inputs), targets).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -75,6 +75,7 @@ def lrgym_steps(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=None)
+    parser.add_argument("--env", default="StepSizeControl-MNIST-v0", help="a registered bandit id")
     parser.add_argument("--tasks", type=int, default=4, help="tasks sampled (seeds 0..n-1)")
     parser.add_argument("--steps", type=int, default=100, help="steps timed per mode and round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per task")
@@ -82,10 +83,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.01, help="(initial) learning rate")
     args = parser.parse_args()
 
-    kwargs = ENV_KWARGS["StepSizeControl-MNIST-v0"]
-    names = ("dataset", "architecture", "optimizer", "momentum", "batch_size", "lr")
-    family = TaskFamily(**{k: kwargs[k] for k in names})
-    data = load_dataset("mnist", data_root=args.data_root, download=False)
+    kwargs = ENV_KWARGS[args.env]
+    names = ("dataset", "architecture", "widths", "norm", "optimizer", "momentum", "batch_size")
+    family = TaskFamily(**{k: kwargs[k] for k in names}, lr=kwargs["lr"])
+    data = load_dataset(family.dataset, data_root=args.data_root, download=False)
     configs = {"exact": FeatureConfig()}
     for k in args.every:
         for estimate in ESTIMATES:
@@ -100,8 +101,8 @@ def main() -> None:
     ratios: dict[str, list[float]] = {m: [] for m in configs}
     corr: dict[tuple[str, str], list[float]] = {}
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.tasks} tasks x "
-        f"{args.rounds} rounds x {args.steps} steps per mode, lr {args.lr}"
+        f"{args.env}: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{args.tasks} tasks x {args.rounds} rounds x {args.steps} steps per mode, lr {args.lr}"
     )
     for seed in range(args.tasks):
         task = replace(family.sample(np.random.default_rng(seed)), steps=total)

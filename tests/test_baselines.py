@@ -17,6 +17,7 @@ from lrgym.controllers import (
     ControlState,
     HypergradientController,
     PlateauController,
+    ScheduleController,
 )
 from lrgym.data.datasets import load_dataset
 from lrgym.errors import InvalidConfigError
@@ -69,6 +70,17 @@ def test_schedules_follow_their_formulas_on_the_trace() -> None:
                 t < 5, 0.05 * (t + 1) / 5, 0.05 * (1 + np.cos(np.pi * (t - 5) / 85)) / 2
             )
         np.testing.assert_allclose(rates, expected, rtol=1e-12, err_msg=name)
+
+
+def test_warmup_cosine_may_anneal_to_a_tenth_of_the_peak() -> None:
+    controller = ScheduleController("warmup-cosine", decay=0.1, warmup=0.05)
+    rates = [controller.learning_rate(ControlState(t, None, 0.1, 0.2, 200)) for t in range(1, 201)]
+    t = np.arange(200)  # 10 warm-up steps to 0.2, then 0.02 + 0.18 (1 + cos) / 2 over 190
+    expected = np.where(
+        t < 10, 0.2 * (t + 1) / 10, 0.02 + 0.18 * (1 + np.cos(np.pi * (t - 10) / 190)) / 2
+    )
+    np.testing.assert_allclose(rates, expected, rtol=1e-12)
+    assert max(rates) == pytest.approx(0.2) and rates[-1] > 0.02
 
 
 def _plateau_reference(losses: np.ndarray, eta0: float, interval: int, patience: int) -> list:
@@ -202,8 +214,8 @@ def test_schedule_free_evaluation_uses_the_averaged_weights() -> None:
 
 
 def test_optimizer_baselines_record_the_step_size_they_apply() -> None:
-    pytest.importorskip("prodigyopt")
-    pytest.importorskip("dadaptation")
+    for module in {b.module or b.package for b in OPTIMIZER_BASELINES.values()} - {"torch"}:
+        pytest.importorskip(module)
     task = toy_task(steps=40)
     for name, baseline in OPTIMIZER_BASELINES.items():
         controller, changed = BASELINES[name].build(task)
@@ -226,7 +238,7 @@ def test_optimizer_baselines_record_the_step_size_they_apply() -> None:
 
 
 def test_applied_lr_is_none_for_the_task_optimizers() -> None:
-    for name in ("sgd", "rmsprop", "adam"):
+    for name in ("sgd", "rmsprop", "adam", "adamw"):
         optimizer = make_optimizer(toy_task(optimizer=name), [torch.nn.Parameter(torch.ones(2))])
         assert applied_lr(optimizer) is None
 
@@ -237,4 +249,4 @@ def test_unknown_optimizer_and_baseline_list_the_known_ones() -> None:
     with pytest.raises(InvalidConfigError, match=r"'plateau'.*'hypergradient'"):
         get_baselines("constant,nesterov")
     assert [b.name for b in get_baselines("step, constant,step")] == ["step", "constant"]
-    assert len(get_baselines(None)) == len(BASELINES) == 13
+    assert len(get_baselines(None)) == len(BASELINES) == 16

@@ -191,12 +191,12 @@ class MaskedDropout(nn.Module):
         return x * self.mask
 
 
-def test_forward_mode_replays_dropout_and_covers_norm_layers() -> None:
-    """LayerNorm's parameters lie outside conv/linear layers (forward-mode AD, which reruns
-    the pass, dropout included); the reference applies the pass's dropout mask explicitly."""
+def test_forward_mode_replays_dropout() -> None:
+    """PReLU's parameter lies outside the covered layers (forward-mode AD, which reruns the
+    pass, dropout included); the reference applies the pass's dropout mask explicitly."""
     torch.manual_seed(0)
     p = 0.3
-    model = nn.Sequential(nn.Linear(16, 24), nn.LayerNorm(24), nn.Dropout(p), nn.Linear(24, 4))
+    model = nn.Sequential(nn.Linear(16, 24), nn.PReLU(24), nn.Dropout(p), nn.Linear(24, 4))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     control = lrgym.ControlledLR(model, optimizer, LogLinearController([0, 0, 0, 0, -4.0]))
     gen = torch.Generator().manual_seed(1)

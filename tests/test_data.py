@@ -6,8 +6,11 @@ root shared between tests would hide what a test means to check.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import pickle
+import random
 import subprocess
 import sys
 import sysconfig
@@ -23,13 +26,15 @@ from helpers import write_fake_cifar10, write_fake_mnist, write_idx
 
 import lrgym
 from lrgym.data import datasets as data
-from lrgym.data import generated
+from lrgym.data import generated, grammar
+from lrgym.data import mnist1d as mnist1d_data
 from lrgym.data.datasets import DATASETS, ArrayDataset, candidate_roots, load_dataset
 from lrgym.errors import (
     DatasetCorruptError,
     DatasetNotFoundError,
     InvalidConfigError,
     LrgymError,
+    MissingPackageError,
 )
 
 MNIST_FILES = (
@@ -618,7 +623,7 @@ def test_cifar_loaded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert load_dataset("cifar10", data_root=root, download=False) is first
 
 
-@pytest.mark.parametrize("name", ["digits", "toy"])
+@pytest.mark.parametrize("name", ["digits", "toy", "mnist1d", "grammar"])
 def test_builtin_datasets_need_no_files(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -628,7 +633,10 @@ def test_builtin_datasets_need_no_files(
     assert load_dataset(name, download=True) is first
     assert load_dataset(name, data_root=tmp_path / "else") is first
     assert calls == []
-    assert list(tmp_path.iterdir()) == []  # no folder created anywhere
+    created = [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")]
+    # mnist1d imports matplotlib.pyplot, which may build its font cache under XDG_CACHE_HOME
+    created = [c for c in created if c != "cache" and not c.startswith("cache/matplotlib")]
+    assert created == []  # no folder created anywhere
 
 
 def test_digits_shapes_values_and_split() -> None:
@@ -762,3 +770,200 @@ def test_truncated_mnist_images_raise(tmp_path: Path, monkeypatch: pytest.Monkey
     images.write_bytes(images.read_bytes()[:-100])
     with pytest.raises(DatasetCorruptError, match=r"MNIST/raw cannot be read"):
         load_dataset("mnist", data_root=root, download=False)
+
+
+# --------------------------------------------------------------------------------------------
+# 8. generated with pinned hashes: mnist1d and grammar
+
+
+def sha256_of(ds: ArrayDataset) -> str:
+    """SHA-256 of train_x, train_y, test_x, test_y bytes, computed independently of lrgym."""
+    digest = hashlib.sha256()
+    for field in ("train_x", "train_y", "test_x", "test_y"):
+        digest.update(getattr(ds, field).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_mnist1d_shapes_dtypes_and_normalisation() -> None:
+    ds = load_dataset("mnist1d", download=False)
+    assert ds.name == "mnist1d"
+    assert ds.num_classes == 10
+    assert not ds.tokens
+    assert ds.input_shape == (1, 40)
+    assert tuple(ds.train_x.shape) == (4000, 1, 40)
+    assert tuple(ds.test_x.shape) == (1000, 1, 40)
+    assert tuple(ds.train_y.shape) == (4000,)
+    assert tuple(ds.test_y.shape) == (1000,)
+    assert ds.train_x.dtype == ds.test_x.dtype == torch.float32
+    assert ds.train_y.dtype == ds.test_y.dtype == torch.int64
+    assert set(ds.train_y.tolist()) == set(ds.test_y.tolist()) == set(range(10))
+    assert torch.isfinite(ds.train_x).all() and torch.isfinite(ds.test_x).all()
+    assert ds.train_x.std().item() > 0.5  # signals, not zeros
+    assert tuple(ds.offset.shape) == tuple(ds.scale.shape) == (1,)
+    out = ds.normalise(ds.train_x)
+    assert out.dtype == torch.float32
+    assert out.double().mean().item() == pytest.approx(0.0, abs=1e-4)
+    assert out.double().std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
+    assert sha256_of(ds) == mnist1d_data.MNIST1D_SHA256
+    assert load_dataset("mnist1d") is ds
+
+
+def test_mnist1d_leaves_global_rngs_untouched() -> None:
+    """make_dataset reseeds NumPy's and Python's global RNGs; loading restores both."""
+    np.random.seed(123)
+    random.seed(7)
+    np.random.random(3)  # a state in mid-stream, not just after seeding
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    expected = (np.random.random(4), random.random())
+    np.random.set_state(numpy_state)
+    random.setstate(python_state)
+    fresh = mnist1d_data.load_mnist1d.__wrapped__()  # bypass the cache: generate again
+    np.testing.assert_array_equal(np.random.random(4), expected[0])
+    assert random.random() == expected[1]
+    assert sha256_of(fresh) == mnist1d_data.MNIST1D_SHA256
+
+
+def test_mnist1d_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mnist1d", None)  # None in sys.modules: import fails
+    monkeypatch.setitem(sys.modules, "mnist1d.data", None)
+    with pytest.raises(MissingPackageError) as info:
+        mnist1d_data.load_mnist1d.__wrapped__()
+    assert isinstance(info.value, ImportError) and isinstance(info.value, LrgymError)
+    assert "pip install 'lrgym[mnist1d]'" in str(info.value)
+    assert info.value.extra == "mnist1d"
+
+
+def tampered_mnist1d(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the generation return one sample changed."""
+    raw = mnist1d_data._generate()
+    raw["x"] = raw["x"].copy()
+    raw["x"][17, 5] += 1e-3
+
+    def tampered() -> dict[str, object]:
+        return raw
+
+    monkeypatch.setattr(mnist1d_data, "_generate", tampered)
+
+
+def test_mnist1d_hash_mismatch_names_the_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    tampered_mnist1d(monkeypatch)
+    with pytest.raises(DatasetCorruptError) as info:
+        mnist1d_data.load_mnist1d.__wrapped__()
+    message = str(info.value)
+    assert "mnist1d 0.0.2.post1 is installed, lrgym pins 0.0.2.post1" in message
+    assert mnist1d_data.MNIST1D_SHA256 in message
+    monkeypatch.setattr(mnist1d_data.importlib.metadata, "version", lambda name: "9.9")
+    with pytest.raises(DatasetCorruptError) as info:
+        mnist1d_data.load_mnist1d.__wrapped__()
+    assert "mnist1d 9.9 is installed, lrgym pins 0.0.2.post1" in str(info.value)
+    assert "pip install 'lrgym[mnist1d]'" in str(info.value)
+
+
+def test_grammar_shapes_dtypes_and_tokens() -> None:
+    ds = load_dataset("grammar", download=False)
+    v, t = len(grammar.ALPHABET), grammar.SEQUENCE_LENGTH
+    assert (ds.name, ds.num_classes, v, t) == ("grammar", 32, 32, 64)
+    assert ds.tokens
+    assert ds.input_shape == (t,)
+    assert tuple(ds.train_x.shape) == tuple(ds.train_y.shape) == (8192, t)
+    assert tuple(ds.test_x.shape) == tuple(ds.test_y.shape) == (1024, t)
+    for field in ("train_x", "train_y", "test_x", "test_y"):
+        tensor = getattr(ds, field)
+        assert tensor.dtype == torch.int64
+        assert tensor.min().item() >= 0 and tensor.max().item() < v
+    assert set(ds.train_x.unique().tolist()) == set(range(v))  # every character occurs
+    out = ds.normalise(ds.test_x[:5])
+    assert out.dtype == torch.int64
+    assert torch.equal(out, ds.test_x[:5])
+    assert sha256_of(ds) == grammar.GRAMMAR_SHA256
+    assert load_dataset("grammar") is ds
+
+
+def test_grammar_targets_are_the_next_tokens_of_one_stream() -> None:
+    ds = load_dataset("grammar")
+    x = torch.cat([ds.train_x, ds.test_x])
+    y = torch.cat([ds.train_y, ds.test_y])
+    assert torch.equal(x[:, 1:], y[:, :-1])  # shifted by one inside a window
+    assert torch.equal(y[:-1, -1], x[1:, 0])  # windows are consecutive in the stream
+    stream = torch.cat([x.reshape(-1), y[-1, -1:]]).numpy()
+    text = grammar.generate_text(len(stream))
+    np.testing.assert_array_equal(stream, grammar.encode(text))
+    assert grammar.decode(stream) == text
+    assert text[0].isalpha() and text.count("\n") > 1000
+    assert {".", "!", "?", ","} <= set(text)
+
+
+def test_grammar_is_low_entropy() -> None:
+    """Next-character uncertainty given one character is far below chance (log V)."""
+    stream = load_dataset("grammar").train_x.reshape(-1).numpy()
+    v = len(grammar.ALPHABET)
+    pairs = np.bincount(stream[:-1] * v + stream[1:], minlength=v * v).reshape(v, v)
+    joint = pairs / pairs.sum()
+    first = joint.sum(1, keepdims=True)
+    nonzero = joint > 0
+    conditional = -(joint[nonzero] * np.log((joint / first)[nonzero])).sum()
+    unigram = np.bincount(stream, minlength=v) / len(stream)
+    marginal = -(unigram * np.log(unigram)).sum()
+    assert marginal < math.log(v) - 0.2
+    assert conditional < 0.65 * math.log(v)  # about 1.98 nats against 3.47
+    assert (pairs == 0).mean() > 0.5  # most character pairs never occur
+
+
+def test_grammar_is_deterministic_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    cached = load_dataset("grammar")
+    fresh = grammar.load_grammar.__wrapped__()
+    assert fresh is not cached
+    assert sha256_of(fresh) == sha256_of(cached)
+    assert grammar.generate_text(500, seed=1) != grammar.generate_text(500)
+    real = grammar.generate_text
+    monkeypatch.setattr(grammar, "generate_text", lambda n: real(n).replace("cat", "bat"))
+    with pytest.raises(DatasetCorruptError, match=r"lrgym\.data\.grammar"):
+        grammar.load_grammar.__wrapped__()
+
+
+def test_grammar_encode_rejects_foreign_characters() -> None:
+    assert grammar.decode(grammar.encode("the cat.\n")) == "the cat.\n"
+    with pytest.raises(ValueError, match="ALPHABET"):
+        grammar.encode("The cat")
+
+
+def test_token_inputs_are_never_normalised() -> None:
+    tokens = torch.tensor([[3, 0, 31]], dtype=torch.int32)
+    ds = ArrayDataset(
+        name="grammar",
+        train_x=tokens,
+        train_y=tokens,
+        test_x=tokens,
+        test_y=tokens,
+        offset=torch.tensor([5.0]),
+        scale=torch.tensor([2.0]),
+        num_classes=32,
+        tokens=True,
+    )
+    out = ds.normalise(tokens)
+    assert out.dtype == torch.int64
+    assert out.tolist() == [[3, 0, 31]]
+    plain = ArrayDataset(**{**ds.__dict__, "tokens": False})
+    assert plain.normalise(tokens).tolist() == [[-4.0, -10.0, 52.0]]
+
+
+@pytest.mark.slow
+def test_generated_datasets_same_in_a_fresh_process() -> None:
+    code = textwrap.dedent(
+        """
+        import hashlib, lrgym
+        for name in ("mnist1d", "grammar"):
+            ds = lrgym.load_dataset(name)
+            digest = hashlib.sha256()
+            for field in ("train_x", "train_y", "test_x", "test_y"):
+                digest.update(getattr(ds, field).contiguous().numpy().tobytes())
+            print(name, digest.hexdigest())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    here = {name: sha256_of(load_dataset(name)) for name in ("mnist1d", "grammar")}
+    there = dict(line.split() for line in result.stdout.strip().splitlines())
+    assert there == here

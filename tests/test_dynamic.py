@@ -49,6 +49,7 @@ def play(env: gym.Env, seed: int, actions: list[float] | None) -> list[tuple[Any
 
 def test_every_issue_id_is_registered_and_runs_its_bandit_twins_tasks() -> None:
     names = ["MNIST", "MNIST-RMSprop", "FashionMNIST", "CIFAR10", "Digits", "Toy"]
+    names += ["ResNet-MNIST", "Transformer", "MNIST1D", "MNIST-AdamW"]
     assert sorted(f"StepSizeControl-Dynamic-{n}-v0" for n in names) == DYNAMIC_IDS
     for env_id in DYNAMIC_IDS:
         spec = gym.spec(env_id)

@@ -206,7 +206,7 @@ def test_divergence_gives_the_finite_penalty(fake_root: Path, mnist_root: Path) 
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [
-        ({"architecture": "resnet"}, "'cnn', 'lenet', 'cifar-quick', 'mlp'"),
+        ({"architecture": "vit"}, "'cnn', 'lenet', 'cifar-quick', 'mlp', 'resnet', 'transformer'"),
         ({"optimizer": "lbfgs"}, "'sgd', 'rmsprop', 'adam'"),
         ({"dataset": "imagenet"}, "'mnist'"),
         ({"render_mode": "ansi"}, "'rgb_array'"),

@@ -128,6 +128,38 @@ SUITES: dict[str, Suite] = {
             _seeds(10),
             "the CIFAR-10 quick net [32, 32, 64, 64] (the paper's CIFAR-10 transfer)",
         ),
+        Suite(
+            "resnet-mnist",
+            1,
+            "StepSizeControl-ResNet-MNIST-v0",
+            {},
+            _seeds(8),
+            "residual CNNs with BatchNorm (train mode) on MNIST, SGD with momentum 0.9",
+        ),
+        Suite(
+            "transformer",
+            1,
+            "StepSizeControl-Transformer-v0",
+            {},
+            _seeds(8),
+            "decoder-only transformers on the grammar corpus (next-token loss), AdamW",
+        ),
+        Suite(
+            "mnist1d",
+            1,
+            "StepSizeControl-MNIST1D-v0",
+            {},
+            _seeds(8),
+            "1-D convnets on MNIST-1D signals, SGD with momentum 0.9",
+        ),
+        Suite(
+            "mnist-adamw",
+            1,
+            "StepSizeControl-MNIST-AdamW-v0",
+            {},
+            _seeds(8),
+            "the paper's family on MNIST trained with AdamW",
+        ),
     )
 }
 """Every suite, by name."""

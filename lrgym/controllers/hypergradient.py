@@ -41,6 +41,7 @@ class HypergradientController(Controller):
         return min(max(eta, self.low), self.high)
 
 
-HYPERGRADIENT_BETA = {"sgd": 1e-3, "adam": 1e-7, "rmsprop": 1e-7}
-"""``beta`` per task optimiser: the authors' values for SGD (1e-3) and Adam (1e-7); RMSprop,
-which they did not run, takes Adam's, whose update it shares the normalisation with."""
+HYPERGRADIENT_BETA = {"sgd": 1e-3, "adam": 1e-7, "rmsprop": 1e-7, "adamw": 1e-7}
+"""``beta`` per task optimiser: the authors' values for SGD (1e-3) and Adam (1e-7); RMSprop
+and AdamW, which they did not run, take Adam's (RMSprop shares Adam's normalisation, AdamW is
+Adam with decoupled weight decay)."""

@@ -10,6 +10,10 @@ dataset                   files under the root
 ``"cifar10"``             ``cifar-10-batches-py/{data_batch_1..5,test_batch}``
 ``"digits"``              none: scikit-learn's bundled 8x8 handwritten digits
 ``"toy"``                 none: a fixed synthetic 16-D, 4-class problem generated in memory
+``"mnist1d"``             none: MNIST-1D generated from the ``mnist1d`` package's templates
+                          (``pip install 'lrgym[mnist1d]'``), ``float32`` ``(N, 1, 40)``
+``"grammar"``             none: next-character sequences from a fixed grammar, ``int64``
+                          token ids ``(N, 64)``, ``V = 32`` (``tokens=True``)
 ========================  ================================================================
 
 The root is searched in this order: an explicit ``data_root`` argument, the ``LRGYM_DATA_DIR``
@@ -19,7 +23,8 @@ roots only when ``download=True``, on first use, never at import. Without networ
 loader raises :class:`~lrgym.errors.DatasetNotFoundError` naming every path it searched.
 
 Each dataset is loaded once per process and kept compact: images stay ``uint8`` and are
-normalised batch by batch (:meth:`ArrayDataset.normalise`).
+normalised batch by batch (:meth:`ArrayDataset.normalise`). Token datasets
+(``ArrayDataset.tokens``) keep ``int64`` ids, which ``normalise`` returns unchanged.
 """
 
 from __future__ import annotations
@@ -27,10 +32,13 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 from lrgym.data.arrays import ArrayDataset
 from lrgym.data.generated import load_digits, load_toy
+from lrgym.data.grammar import load_grammar
+from lrgym.data.mnist1d import load_mnist1d
 from lrgym.data.torchvision_files import (
     data_folder,
     has_files,
@@ -41,10 +49,18 @@ from lrgym.data.torchvision_files import (
 from lrgym.data.torchvision_files import download as _download
 from lrgym.errors import DatasetCorruptError, DatasetNotFoundError, choice_error
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits", "toy")
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits", "toy", "mnist1d", "grammar")
 """Names accepted by :func:`load_dataset`."""
 
 DATA_DIR_ENV = "LRGYM_DATA_DIR"
+
+_GENERATED: dict[str, Callable[[], ArrayDataset]] = {
+    "digits": load_digits,
+    "toy": load_toy,
+    "mnist1d": load_mnist1d,
+    "grammar": load_grammar,
+}
+"""The datasets that need no files, and their (cached) loaders."""
 
 
 def candidate_roots(data_root: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -76,14 +92,14 @@ def load_dataset(
     Raises:
         InvalidConfigError: ``name`` is not a known dataset.
         DatasetNotFoundError: the files are in no candidate root and could not be downloaded.
-        DatasetCorruptError: the files are there but cannot be read.
+        DatasetCorruptError: the files are there but cannot be read, or a generated dataset
+            differs from its pinned SHA-256.
+        MissingPackageError: ``"mnist1d"`` without the ``mnist1d`` package.
     """
     if name not in DATASETS:
         raise choice_error("dataset", name, DATASETS)
-    if name == "digits":
-        return load_digits()
-    if name == "toy":
-        return load_toy()
+    if name in _GENERATED:
+        return _GENERATED[name]()
     roots = candidate_roots(data_root)
     for root in roots:
         if has_files(name, root):

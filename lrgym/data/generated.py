@@ -24,14 +24,11 @@ def load_digits() -> ArrayDataset:
     n_test = 360
     train, test = order[n_test:], order[:n_test]
     train_images = images[train].astype(np.float64)
-    return ArrayDataset(
-        name="digits",
-        train_x=torch.from_numpy(images[train]),
-        train_y=torch.from_numpy(labels[train]),
-        test_x=torch.from_numpy(images[test]),
-        test_y=torch.from_numpy(labels[test]),
-        offset=torch.tensor([train_images.mean()], dtype=torch.float32),
-        scale=torch.tensor([1.0 / train_images.std()], dtype=torch.float32),
+    return ArrayDataset.from_numpy(
+        "digits",
+        (images[train], labels[train], images[test], labels[test]),
+        offset=[train_images.mean()],
+        scale=[1.0 / train_images.std()],
         num_classes=10,
     )
 

@@ -54,7 +54,10 @@ class TrainingTaskEnv(gym.Env[np.ndarray, np.ndarray]):
             data_root=None if root is None else os.path.expanduser(root),
             download=settings.download,
         )
-        check_architecture(settings.architecture, settings.dataset, self._data.input_shape)
+        data = self._data
+        check_architecture(
+            settings.architecture, settings.dataset, data.input_shape, tokens=data.tokens
+        )
 
     def __getattr__(self, name: str) -> Any:
         """A setting read as an attribute of the env (``env.unwrapped.eval_size``)."""

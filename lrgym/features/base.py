@@ -25,9 +25,10 @@ def base_features(
     ``grad f_i^T dw`` is then its derivative with the batch held fixed.
 
     Args:
-        model: a classifier mapping ``inputs`` to logits ``(B, classes)``.
-        inputs: a batch, ``(B, ...)``.
-        targets: class labels, ``(B,)`` int64.
+        model: a classifier mapping ``inputs`` to logits ``(B, classes)``, or a sequence
+            model mapping them to ``(B, T, V)`` (see :func:`per_example_losses`).
+        inputs: a batch, ``(B, ...)`` (token ids ``(B, T)`` int64 for a sequence model).
+        targets: class labels ``(B,)``, or token ids ``(B, T)``; int64.
         update: parameter name (as in ``model.named_parameters()``) to ``dw``, shaped like the
             parameter; a parameter left out has ``dw = 0``.
 

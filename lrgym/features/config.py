@@ -66,5 +66,23 @@ def log_variance(values: torch.Tensor) -> float:
 
 
 def per_example_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of each example, shape ``(B,)``."""
+    """Cross-entropy of each example, shape ``(B,)``.
+
+    Args:
+        logits: ``(B, C)`` for classes, or ``(B, T, V)`` for a sequence of ``T`` tokens over a
+            vocabulary of ``V`` (next-token prediction): an example's loss is then the mean
+            over its ``T`` tokens of each token's cross-entropy.
+        targets: ``(B,)`` class labels, or ``(B, T)`` token ids with sequence logits; int64.
+
+    Raises:
+        InvalidConfigError: sequence logits whose ``(B, T)`` differs from the targets' shape.
+    """
+    if logits.dim() == 3 and targets.dim() == 2:
+        if tuple(logits.shape[:2]) != tuple(targets.shape):
+            raise InvalidConfigError(
+                f"sequence logits {tuple(logits.shape)} are (B, T, V): targets must be (B, T), "
+                f"not {tuple(targets.shape)}"
+            )
+        tokens = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+        return tokens.view(targets.shape).mean(dim=1)
     return F.cross_entropy(logits, targets, reduction="none")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lrgym.errors import InvalidConfigError
 from lrgym.features.records import ForwardPass
@@ -53,15 +54,16 @@ def output_derivatives(
         return torch.func.functional_call(model, state, args, kwargs)
 
     devices = list(range(len(cuda_states)))
-    try:
-        with torch.random.fork_rng(devices=devices):
+    try:  # fused attention kernels have no forward-mode derivative; the math one has
+        with torch.random.fork_rng(devices=devices), sdpa_kernel(SDPBackend.MATH):
             primals = tuple(values[n] for n in names)
             tangent = torch.func.jvp(output, primals, tuple(tangents))[1]
     except RuntimeError as exc:
         raise InvalidConfigError(
             f"forward-mode differentiation of {type(model).__name__} failed ({exc}); "
-            "every parameter outside conv/linear layers, and every parameter of a model "
-            "with BatchNorm in train mode, is handled by forward-mode AD"
+            "every parameter outside covered layers (conv, linear, embedding, normalisation), "
+            "and every parameter of a model with BatchNorm in train mode, is handled by "
+            "forward-mode AD"
         ) from exc
     grad = recorded.grad.to(tangent.dtype)
     return torch.linalg.vecdot(tangent.flatten(1), grad.flatten(1)).detach().to(torch.float32)

@@ -9,7 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from lrgym.features.contraction import COVERED, is_dense, layer_share, sum_shares
+from lrgym.features.contraction import (
+    covered_layers,
+    is_dense,
+    layer_share,
+    position_sums,
+    sum_shares,
+)
 from lrgym.features.forward_mode import output_derivatives
 from lrgym.features.records import ForwardPass, LayerRecord
 
@@ -20,16 +26,18 @@ class DirectionalProbe:
     Once attached (:meth:`start` attaches), hooks on the model itself keep each forward pass
     whose output requires a gradient (:class:`_Pass`, several with gradient accumulation), and
     the output's gradient when backward runs. Between :meth:`start` and :meth:`stop`, forward
-    hooks on the chosen conv and linear layers keep each layer's input, and a hook on its output
-    keeps the output gradient. After the optimiser step, :meth:`layer_shares` and
-    :meth:`directional_derivatives` contract them with the update; :meth:`clear` drops them.
-    Without layer hooks a forward pass costs nothing extra; :meth:`detach` removes every hook.
+    hooks on the chosen covered layers (conv, linear, embedding, layer and group norm: see
+    :data:`~lrgym.features.contraction.COVERED`; BatchNorm in passes that use its running
+    statistics) keep each layer's input, and a hook on its output keeps the output gradient.
+    After the optimiser step, :meth:`layer_shares` and :meth:`directional_derivatives`
+    contract them with the update; :meth:`clear` drops them. Without layer hooks a forward pass
+    costs nothing extra; :meth:`detach` removes every hook.
 
     The gradients are those of the loss that was backpropagated, ``L = c sum_i f_i`` over the
     passes' examples; ``scale = 1 / c`` (the number of examples for a mean) turns them into the
     examples' own.
 
-    Parameters outside conv/linear layers, and every parameter of a pass in which BatchNorm
+    Parameters outside covered layers, and every parameter of a pass in which BatchNorm
     used batch statistics (then example ``i``'s loss depends on the whole batch through them,
     and ``grad f_i^T dw`` is the derivative with the batch held fixed), are handled exactly by
     forward-mode AD of the model's output, contracted with the output's gradient:
@@ -65,17 +73,8 @@ class DirectionalProbe:
         self._updated = [id(params[n]) in updated for n in self._names]
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._root_handles: list[torch.utils.hooks.RemovableHandle] = []
-        covered_ids: set[int] = set()
-        layers = []
-        for module in model.modules():
-            if isinstance(module, COVERED):
-                own = list(module.parameters(recurse=False))
-                covered_ids.update(id(p) for p in own)
-                if any(id(p) in updated for p in own):
-                    layers.append(
-                        (module, [self._names.index(n) for n in _param_names(model, module)])
-                    )
-        self._layers = layers
+        self._layers, self._eval_layers, covered_ids = covered_layers(model, updated)
+        self._eval_modules = frozenset(layer.module for layer in self._eval_layers)
         self._uncovered = [
             n for n in self._names if id(params[n]) not in covered_ids and id(params[n]) in updated
         ]
@@ -97,10 +96,12 @@ class DirectionalProbe:
         self._root_handles = []
 
     def start(self, layers: Iterable[nn.Module] | None = None) -> None:
-        """Record the given layers (all recorded conv/linear layers if ``None``) from now on."""
+        """Record the given layers (every covered layer, BatchNorm included, if ``None``) from
+        now on."""
         self.attach()
         self.stop()
-        chosen = self.layers if layers is None else tuple(layers)
+        every = (*self.layers, *(layer.module for layer in self._eval_layers))
+        chosen = every if layers is None else tuple(layers)
         self._handles = [m.register_forward_hook(_Hook(self._forward_hook)) for m in chosen]
 
     def stop(self) -> None:
@@ -148,14 +149,17 @@ class DirectionalProbe:
     def _forward_hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor):
         if self._paused or not out.requires_grad:
             return
+        if module in self._eval_modules and self.mixing():  # the pass goes by forward-mode AD
+            return
         record = LayerRecord(inputs[0].detach(), len(self._passes))
         self._records.setdefault(module, []).append(record)
-        sums = isinstance(module, nn.Conv2d) and module.bias is not None and not is_dense(out)
+        conv = isinstance(module, (nn.Conv1d, nn.Conv2d))
+        sums = conv and module.bias is not None and not is_dense(out)
 
         def keep(grad: torch.Tensor) -> None:
             record.grad = grad
             if sums:
-                record.grad_sums = grad.sum(dim=(2, 3))
+                record.grad_sums = position_sums(grad)
 
         out.register_hook(keep)
 
@@ -186,39 +190,40 @@ class DirectionalProbe:
 
     @property
     def layers(self) -> tuple[nn.Module, ...]:
-        """The recorded conv and linear layers (those with updated parameters), in module
-        order."""
-        return tuple(module for module, _ in self._layers)
+        """The covered layers with updated parameters, in module order, BatchNorm aside (it is
+        contracted only in passes that use its running statistics)."""
+        return tuple(layer.module for layer in self._layers)
 
     @property
     def uncovered(self) -> bool:
-        """Whether some updated parameters lie outside conv/linear layers (handled by
-        forward-mode AD)."""
+        """Whether some updated parameters lie outside covered layers (handled by forward-mode
+        AD)."""
         return bool(self._uncovered)
 
     def needs_parameters_before(self) -> bool:
         """Whether :meth:`directional_derivatives` will run forward-mode AD, which needs the
         parameters at which the passes ran (otherwise the layer contraction alone gives
         ``grad f_i^T dw``: no BatchNorm with batch statistics, every updated parameter in a
-        conv/linear layer)."""
+        covered layer)."""
         return bool(self._uncovered) or any(p.mixing for p in self.passes)
 
     def parameter_indices(self, layers: Iterable[nn.Module]) -> list[int]:
         """Positions (in ``model.named_parameters()`` order) of the given layers' parameters."""
         wanted = set(layers)
-        return [i for module, index in self._layers if module in wanted for i in index]
+        return [i for layer in self._layers if layer.module in wanted for i in layer.indices]
 
     def dense_layers(self) -> tuple[nn.Module, ...]:
-        """Recorded layers whose output has no spatial extent (linear, or conv to 1x1).
+        """Recorded layers whose output has no extent past ``(B, features)`` (linear on flat
+        inputs, conv to 1x1; not a layer applied to each token of a sequence).
 
         Their shares of ``grad f_i^T dw`` cost a small matrix product each; spatial convs cost a
         convolution. Call after a step that recorded every layer.
         """
         dense = []
-        for module, _ in self._layers:
-            records = [r for r in self._records.get(module, ()) if r.grad is not None]
+        for layer in self._layers:
+            records = [r for r in self._records.get(layer.module, ()) if r.grad is not None]
             if records and all(is_dense(r.grad) for r in records):  # type: ignore[arg-type]
-                dense.append(module)
+                dense.append(layer.module)
         return tuple(dense)
 
     def layer_shares(self, update: Sequence[torch.Tensor | None]) -> dict[nn.Module, torch.Tensor]:
@@ -233,13 +238,13 @@ class DirectionalProbe:
         active = [(k, p.batch) for k, p in enumerate(self._passes) if p.grad is not None]
         shares: dict[nn.Module, torch.Tensor] = {}
         with torch.no_grad():
-            for module, index in self._layers:
-                weight = update[index[0]]
-                bias = update[index[1]] if len(index) > 1 else None
-                records = self._records.get(module, ())
-                share = layer_share(module, records, weight, bias, active)
+            for layer in (*self._layers, *self._eval_layers):
+                weight = None if layer.weight is None else update[layer.weight]
+                bias = None if layer.bias is None else update[layer.bias]
+                records = self._records.get(layer.module, ())
+                share = layer_share(layer.module, records, weight, bias, active)
                 if share is not None:
-                    shares[module] = share
+                    shares[layer.module] = share
         return shares
 
     def directional_derivatives(
@@ -341,8 +346,3 @@ def _leaves(value: Any) -> list[Any]:
 
 def _cuda_rng_states() -> list[torch.Tensor]:
     return torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
-
-
-def _param_names(model: nn.Module, module: nn.Module) -> list[str]:
-    ids = {id(p): n for n, p in model.named_parameters()}
-    return [ids[id(p)] for p in (module.weight, module.bias) if p is not None]

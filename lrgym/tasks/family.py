@@ -15,7 +15,13 @@ Architectures (``architecture=``):
 * ``"cifar-quick"``: the fixed CIFAR-10 "quick" net, filters ``[32, 32, 64, 64]``:
   conv5-maxpool-relu-conv5-relu-avgpool-conv5-relu-avgpool-conv-relu-conv1x1 (2x2 pools).
 * ``"mlp"``: fully connected ReLU nets with one sampled width per hidden layer, for
-  architecture transfer (and the only choice for non-image data).
+  architecture transfer (and any real-valued input).
+* ``"resnet"``: small residual CNNs (sampled stages, blocks per stage and width) with
+  ``norm`` ``"batch"``, ``"group"`` or ``"none"`` (:mod:`lrgym.tasks.resnet`).
+* ``"transformer"``: small decoder-only transformers for next-token prediction on token
+  data (sampled layers, ``d_model`` and heads; :mod:`lrgym.tasks.transformer`).
+* ``"cnn1d"``: 1-D convnets for signals ``(C, L)`` with three sampled filter counts
+  (:mod:`lrgym.tasks.cnn1d`).
 
 How each architecture is built, and the memory format it trains in:
 :mod:`lrgym.tasks.architectures`.
@@ -35,14 +41,17 @@ from torch import nn
 from lrgym.data.datasets import DATASETS
 from lrgym.errors import InvalidConfigError, choice_error
 from lrgym.tasks.architectures import (
+    ADJUST_WIDTHS,
     ARCHITECTURES,
     DEFAULT_WIDTHS,
     FIXED_WIDTHS,
+    WIDTH_COUNTS,
     build_network,
     check_architecture,
 )
+from lrgym.tasks.resnet import NORMS
 
-OPTIMIZERS = ("sgd", "rmsprop", "adam")
+OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw")
 """The optimisers a task family samples tasks for; a controller sets their learning rate."""
 
 
@@ -77,6 +86,7 @@ class Task:
             optimisers :data:`lrgym.optimizers.OPTIMIZERS`; the optimiser baselines replace them).
         momentum: SGD momentum (ignored by the other optimisers).
         seed: seeds the weight init, the data subset and the batch order.
+        norm: the ``resnet`` family's normalisation (``None`` for the other architectures).
     """
 
     dataset: str
@@ -89,11 +99,14 @@ class Task:
     optimizer: str
     momentum: float
     seed: int
+    norm: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable description."""
+        """A JSON-serialisable description (``norm`` only where it is set)."""
         out = asdict(self)
         out["widths"] = list(self.widths)
+        if self.norm is None:
+            del out["norm"]
         return out
 
 
@@ -113,6 +126,8 @@ class TaskFamily:
         lr: range of eta_0 (log-uniform).
         optimizer: one of :data:`lrgym.optimizers.OPTIMIZERS`.
         momentum: SGD momentum in ``[0, 1)``.
+        norm: the ``resnet`` family's normalisation, one of :data:`lrgym.tasks.resnet.NORMS`
+            (ignored by the other architectures).
     """
 
     dataset: str = "mnist"
@@ -124,6 +139,7 @@ class TaskFamily:
     lr: tuple[float, float] = (1e-4, 1e-1)
     optimizer: str = "sgd"
     momentum: float = 0.9
+    norm: str = "batch"
     _widths: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -133,6 +149,8 @@ class TaskFamily:
             raise choice_error("architecture", self.architecture, ARCHITECTURES)
         if self.optimizer not in OPTIMIZERS:
             raise choice_error("optimizer", self.optimizer, OPTIMIZERS)
+        if self.norm not in NORMS:
+            raise choice_error("norm", self.norm, NORMS)
         if not 0.0 <= float(self.momentum) < 1.0:
             raise InvalidConfigError(f"momentum={self.momentum!r} must lie in [0, 1)")
         low, high = _pair("subset_fraction", self.subset_fraction, positive=True)
@@ -145,8 +163,11 @@ class TaskFamily:
         object.__setattr__(self, "lr", _pair("lr", self.lr, positive=True))
         widths = self.widths if self.widths is not None else DEFAULT_WIDTHS.get(self.architecture)
         ranges = tuple(_int_range(f"widths[{i}]", w) for i, w in enumerate(widths or ()))
-        if self.architecture == "cnn" and len(ranges) != 3:
-            raise InvalidConfigError(f"widths={self.widths!r}: the cnn family needs 3 ranges")
+        count = WIDTH_COUNTS.get(self.architecture)
+        if count is not None and len(ranges) != count:
+            raise InvalidConfigError(
+                f"widths={self.widths!r}: the {self.architecture} family needs {count} ranges"
+            )
         if self.architecture == "mlp" and not ranges:
             raise InvalidConfigError(f"widths={self.widths!r}: an mlp needs at least one range")
         object.__setattr__(self, "_widths", ranges)
@@ -157,6 +178,8 @@ class TaskFamily:
             widths = FIXED_WIDTHS[self.architecture]
         else:
             widths = tuple(int(rng.integers(lo, hi + 1)) for lo, hi in self._widths)
+            if self.architecture in ADJUST_WIDTHS:
+                widths = ADJUST_WIDTHS[self.architecture](widths, self._widths)
         lr_low, lr_high = self.lr
         return Task(
             dataset=self.dataset,
@@ -169,6 +192,7 @@ class TaskFamily:
             optimizer=self.optimizer,
             momentum=float(self.momentum),
             seed=int(rng.integers(0, 2**63 - 1)),
+            norm=self.norm if self.architecture == "resnet" else None,
         )
 
 
@@ -185,13 +209,25 @@ def build_model(
     num_classes: int,
     generator: torch.Generator,
     device: torch.device | str = "cpu",
+    *,
+    tokens: bool = False,
 ) -> nn.Module:
     """Build the task's network, initialised from ``generator`` alone (see
     :func:`lrgym.tasks.architectures.build_network`), on ``device``.
 
+    Args:
+        tokens: the dataset's inputs are integer token ids.
+
     Raises:
-        InvalidConfigError: the architecture needs image inputs ``(C, H, W)`` and got others.
+        InvalidConfigError: the architecture cannot take the dataset's inputs.
     """
-    check_architecture(task.architecture, task.dataset, input_shape)
-    model = build_network(task.architecture, input_shape, task.widths, num_classes, generator)
+    check_architecture(task.architecture, task.dataset, input_shape, tokens=tokens)
+    model = build_network(
+        task.architecture,
+        input_shape,
+        task.widths,
+        num_classes,
+        generator,
+        norm=task.norm or "batch",
+    )
     return model.to(device)
