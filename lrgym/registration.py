@@ -114,6 +114,47 @@ of their settings: the task families of the bandit ids, with the optimiser steps
 (``control_interval``)."""
 
 
+MIXTURE_ENTRY_POINT = "lrgym.envs.mixture:StepSizeControlMixtureEnv"
+DYNAMIC_MIXTURE_ENTRY_POINT = "lrgym.envs.mixture:StepSizeControlDynamicMixtureEnv"
+MIXTURE_ID = "StepSizeControl-Mixture-v0"
+DYNAMIC_MIXTURE_ID = "StepSizeControl-Dynamic-Mixture-v0"
+
+_MIXTURE_SOURCES: dict[str, tuple[str, dict[str, Any]]] = {
+    "digits-cnn-sgd": ("StepSizeControl-Digits-v0", {}),
+    "digits-mlp-sgd": ("StepSizeControl-Digits-v0", {"architecture": "mlp"}),
+    "mnist-cnn-sgd": ("StepSizeControl-MNIST-v0", {}),
+    "mnist-mlp-sgd": ("StepSizeControl-MNIST-v0", {"architecture": "mlp"}),
+    "mnist-resnet-sgd": ("StepSizeControl-ResNet-MNIST-v0", {}),
+    "mnist-cnn-adamw": ("StepSizeControl-MNIST-AdamW-v0", {}),
+    "mnist-cnn-rmsprop": ("StepSizeControl-MNIST-RMSprop-v0", {}),
+    "mnist1d-cnn1d-sgd": ("StepSizeControl-MNIST1D-v0", {}),
+    "mnist1d-cnn1d-adamw": ("StepSizeControl-MNIST1D-v0", {"optimizer": "adamw"}),
+    "grammar-transformer-adamw": ("StepSizeControl-Transformer-v0", {}),
+}
+"""Each mixture family (``dataset-architecture-optimizer``): the registered id whose settings
+it takes and what it changes of them."""
+
+MIXTURE_FAMILIES: dict[str, dict[str, Any]] = {
+    name: {
+        **{k: v for k, v in _OVERRIDES[source].items() if k != "lr"},
+        **changes,
+        **{
+            k: v
+            for k, v in _DYNAMIC_OVERRIDES[f"StepSizeControl-Dynamic-{short}-v0"].items()
+            if k == "control_interval"
+        },
+    }
+    for name, (source, changes) in _MIXTURE_SOURCES.items()
+    for short in [source.removeprefix("StepSizeControl-").removesuffix("-v0")]
+}
+"""The families of ``StepSizeControl-Mixture-v0`` and its ``Dynamic-`` twin (their registered
+``families``): the offline datasets (digits, MNIST, MNIST-1D, the grammar corpus), the cnn,
+mlp, resnet, cnn1d and transformer architectures, SGD, AdamW and RMSprop. Each family runs its
+source id's tasks (steps, batch size, data subset, evaluation sample, feature schedule, a
+per-step ``control_interval``) but for eta_0, which the mixture draws by optimiser
+(:class:`lrgym.envs.mixture.MixtureSettings`)."""
+
+
 def bandit_id_of(env_id: str) -> str | None:
     """The bandit id whose tasks a registered dynamic id runs (``None`` for other ids)."""
     for name, (source, _) in _DYNAMIC_SOURCES.items():
@@ -150,3 +191,10 @@ def register_envs() -> None:
     for env_id, kwargs in _DYNAMIC_OVERRIDES.items():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=DYNAMIC_ENTRY_POINT, kwargs=kwargs)
+    mixtures = (
+        (MIXTURE_ID, MIXTURE_ENTRY_POINT),
+        (DYNAMIC_MIXTURE_ID, DYNAMIC_MIXTURE_ENTRY_POINT),
+    )
+    for env_id, entry_point in mixtures:
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry_point, kwargs={"families": MIXTURE_FAMILIES})

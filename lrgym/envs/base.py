@@ -74,14 +74,16 @@ class TrainingTaskEnv(gym.Env[np.ndarray, np.ndarray]):
         """Seed ``np_random`` (``gym.Env.reset``), then ``options["task"]`` or a task drawn
         from ``np_random``."""
         gym.Env.reset(self, seed=seed)
-        unknown = sorted(set(options or {}) - {"task"})
+        options = dict(options or {})
+        self._choose_family(options)
+        unknown = sorted(set(options) - {"task"})
         if unknown:
             hint = " (a controller runs through lrgym.envs.ControllerWrapper)"
             raise InvalidConfigError(
                 f"reset options {unknown!r} are not taken; the one option is 'task'"
                 + (hint if "controller" in unknown else "")
             )
-        task = (options or {}).get("task")
+        task = options.get("task")
         if task is None:
             return self.family.sample(self.np_random)
         if not isinstance(task, Task) or task.dataset != self.family.dataset:
@@ -90,6 +92,10 @@ class TrainingTaskEnv(gym.Env[np.ndarray, np.ndarray]):
                 f"got {task!r}"
             )
         return task
+
+    def _choose_family(self, options: dict[str, Any]) -> None:
+        """Before a task is drawn: where an env draws from several task families, switch to
+        one (and take its reset options). A single-family env has nothing to do."""
 
     def _starting_features(self, task: Task) -> np.ndarray:
         """``phi_hat`` after one step at eta_0 on the task's freshly initialised network and
