@@ -263,7 +263,7 @@ class _Mixture(TrainingTaskEnv):
             )
             self._datasets[name] = data
         self.member = next(iter(self.members))
-        return self.members[self.member]  # type: ignore[no-any-return]
+        return self.members[self.member]
 
     def _switch(self, name: str) -> None:
         settings = self.members[name]
