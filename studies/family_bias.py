@@ -1,0 +1,222 @@
+"""Does one theta serve every family? The per-task best constant learning rate of each family of
+``StepSizeControl-Mixture-v0``, beside the paper's starting features, and how well one rule of
+those features predicts it across families.
+
+For each family (``--include``/``--exclude`` as the env takes them), ``--tasks`` training tasks
+(seeds 0, 1, ...; the benchmark's held-out seeds start at 1,000,000) each train at every constant
+rate of the half-decade grid ``--grid`` (eta_0 set to the rate, so the run is constant from its
+first step: what the controller's bias alone, ``theta = [0, 0, 0, 0, log eta]``, sets). Written:
+a CSV of every run, and a Markdown report:
+
+* per family: the best single constant over its tasks (the family's "bias", learned
+  separately), the spread of the per-task best rates, and the starting features ``phi1``,
+  ``phi2`` that a controller sees at the task's own eta_0 (``reset``'s observation);
+* one rule for all: ``log eta* = w1 phi1 + w2 phi2 + b`` fitted by least squares over every
+  task, and leave-one-family-out (fitted without the family, scored on it): the median
+  absolute error in decades and the share of tasks within a factor 2 of their best rate's
+  loss. Beside it the null rule: the best single constant over the other families.
+
+    python studies/family_bias.py --data-root ../shared/data --tasks 4 --workers 2 \\
+        --out docs/mixture/family_bias
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import lrgym  # noqa: F401 - registers the environments
+from agents.pools import make_pool
+from lrgym.registration import MIXTURE_ID
+
+FIELDS = ("family", "seed", "eta0_drawn", "phi1", "phi2", "eta", "final_train_loss", "diverged")
+
+
+def build(kwargs: dict[str, Any]) -> gym.Env:
+    """A worker's state: the mixture env."""
+    return gym.make(MIXTURE_ID, **kwargs)
+
+
+def run(env: gym.Env, job: tuple[str, int, float]) -> dict[str, Any]:
+    """One task of ``family`` (seed ``seed``) trained at the constant rate ``eta``."""
+    family, seed, eta = job
+    obs, info = env.reset(seed=seed, options={"family": family})
+    base: Any = env.unwrapped
+    task = dataclasses.replace(base.task, eta0=eta)
+    env.reset(seed=seed, options={"family": family, "task": task})
+    action = base.theta_to_action([0.0, 0.0, 0.0, 0.0, math.log(eta)])
+    _, _, _, _, step = env.step(action)
+    return {
+        "family": family,
+        "seed": seed,
+        "eta0_drawn": float(info["task"]["eta0"]),
+        "phi1": float(obs[0]),
+        "phi2": float(obs[1]),
+        "eta": eta,
+        "final_train_loss": float(step["final_train_loss"]),
+        "diverged": bool(step["diverged"]),
+    }
+
+
+def best_per_task(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Per (family, seed): the starting features, every rate's loss and the best rate."""
+    tasks: dict[tuple[str, int], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["family"], int(row["seed"]))
+        entry = tasks.setdefault(
+            key, {"phi": (float(row["phi1"]), float(row["phi2"])), "losses": {}}
+        )
+        loss = float(row["final_train_loss"])
+        entry["losses"][float(row["eta"])] = loss if math.isfinite(loss) else math.inf
+    for entry in tasks.values():
+        entry["best"] = min(entry["losses"], key=entry["losses"].get)
+    return tasks
+
+
+def _loss_at(entry: dict[str, Any], log10_eta: float) -> float:
+    """The task's loss at the grid rate nearest ``log10_eta`` (clipped to the grid)."""
+    rates = sorted(entry["losses"])
+    nearest = min(rates, key=lambda r: abs(math.log10(r) - log10_eta))
+    return float(entry["losses"][nearest])
+
+
+def _fit(points: list[tuple[float, float, float]]) -> np.ndarray:
+    x = np.array([[p[0], p[1], 1.0] for p in points])
+    y = np.array([p[2] for p in points])
+    return np.linalg.lstsq(x, y, rcond=None)[0]
+
+
+def _best_constant(entries: list[dict[str, Any]]) -> float:
+    """The grid rate with the lowest geometric-mean loss over ``entries`` (log10)."""
+    rates = sorted(entries[0]["losses"])
+
+    def score(rate: float) -> float:
+        return float(np.mean([math.log(min(e["losses"][rate], 1e30)) for e in entries]))
+
+    return math.log10(min(rates, key=score))
+
+
+def report(rows: list[dict[str, Any]]) -> str:
+    """The Markdown report of the runs ``rows``."""
+    tasks = best_per_task(rows)
+    families = list(dict.fromkeys(f for f, _ in tasks))
+    by_family = {f: [e for (g, _), e in tasks.items() if g == f] for f in families}
+    lines = [
+        "| family | tasks | best single constant | per-task best rate (median, range) | "
+        "phi1 at eta_0 (median, range) | phi2 (median) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for family, entries in by_family.items():
+        best = [math.log10(e["best"]) for e in entries]
+        phi1 = [e["phi"][0] for e in entries]
+        phi2 = [e["phi"][1] for e in entries]
+        lines.append(
+            f"| {family} | {len(entries)} | 1e{_best_constant(entries):+.1f} | "
+            f"1e{np.median(best):+.1f} (1e{min(best):+.1f} .. 1e{max(best):+.1f}) | "
+            f"{np.median(phi1):.1f} ({min(phi1):.1f} .. {max(phi1):.1f}) | "
+            f"{np.median(phi2):.2f} |"
+        )
+    points = {
+        f: [(e["phi"][0], e["phi"][1], math.log10(e["best"])) for e in entries]
+        for f, entries in by_family.items()
+    }
+    pooled = [p for f in families for p in points[f]]
+    w = _fit(pooled)
+    residual = [abs(p[2] - (w[0] * p[0] + w[1] * p[1] + w[2])) for p in pooled]
+    lines += [
+        "",
+        f"One rule fitted over every task: log10 eta* = {w[0]:.3f} phi1 + {w[1]:.3f} phi2 + "
+        f"{w[2]:.2f}; median |error| {np.median(residual):.2f} decades.",
+        "",
+        "Left out (fitted on the other families, scored on this one): median |error| in "
+        "decades of the rule and of the other families' best single constant, and the share of "
+        "tasks that end within 2x of their best rate's loss.",
+        "",
+        "| family | rule: error | rule: within 2x | constant: error | constant: within 2x |",
+        "|---|---|---|---|---|",
+    ]
+    for family in families:
+        others = [p for f in families if f != family for p in points[f]]
+        if len({(p[0], p[1]) for p in others}) < 3:
+            continue
+        w_out = _fit(others)
+        constant = _best_constant([e for f in families if f != family for e in by_family[f]])
+        rule_err, const_err, rule_ok, const_ok = [], [], 0, 0
+        for entry, (phi1, phi2, best) in zip(by_family[family], points[family], strict=True):
+            guess = w_out[0] * phi1 + w_out[1] * phi2 + w_out[2]
+            rule_err.append(abs(guess - best))
+            const_err.append(abs(constant - best))
+            floor = entry["losses"][entry["best"]]
+            rule_ok += _loss_at(entry, guess) <= 2 * floor
+            const_ok += _loss_at(entry, constant) <= 2 * floor
+        n = len(rule_err)
+        lines.append(
+            f"| {family} | {np.median(rule_err):.2f} | {rule_ok}/{n} | "
+            f"{np.median(const_err):.2f} | {const_ok}/{n} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--include", nargs="+", default=None)
+    parser.add_argument("--exclude", nargs="+", default=[])
+    parser.add_argument("--tasks", type=int, default=4, help="training tasks per family")
+    parser.add_argument(
+        "--grid", nargs=2, type=float, default=[-6.0, 0.0], help="log10 rates, half-decades"
+    )
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True, help="folder for runs.csv, report.md")
+    parser.add_argument("--report-only", action="store_true", help="report an existing runs.csv")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "runs.csv"
+    if not args.report_only:
+        kwargs: dict[str, Any] = {"data_root": args.data_root, "download": False}
+        if args.include:
+            kwargs["include"] = args.include
+        if args.exclude:
+            kwargs["exclude"] = args.exclude
+        families = build(kwargs).unwrapped.mixture.members()  # type: ignore[attr-defined]
+        low, high = args.grid
+        rates = [10.0 ** (low + k / 2) for k in range(round((high - low) * 2) + 1)]
+        jobs = [(f, s, r) for f in families for s in range(args.tasks) for r in rates]
+        started = time.perf_counter()
+        with (
+            path.open("w", newline="") as fh,
+            make_pool(
+                "process" if args.workers > 1 else "serial", build, (kwargs,), workers=args.workers
+            ) as pool,
+        ):
+            writer = csv.DictWriter(fh, FIELDS)
+            writer.writeheader()
+
+            def save(k: int, row: dict[str, Any]) -> None:
+                writer.writerow(row)
+                fh.flush()
+                print(
+                    f"{k + 1}/{len(jobs)} {row['family']} seed {row['seed']} eta "
+                    f"{row['eta']:.0e}: {row['final_train_loss']:.4g}",
+                    flush=True,
+                )
+
+            pool.map(run, jobs, on_result=save)
+        print(f"{len(jobs)} runs in {time.perf_counter() - started:.0f} s")
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    text = report(rows)
+    (args.out / "report.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
