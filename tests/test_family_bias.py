@@ -1,0 +1,81 @@
+"""studies/family_bias.py's report on hand-made runs whose answers are known: a best rate that
+one linear rule of phi1 predicts exactly, across families whose best constants differ by
+decades."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+GRID = [10.0 ** (-6 + k / 2) for k in range(13)]
+
+
+def bias_module() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "studies" / "family_bias.py"
+    spec = importlib.util.spec_from_file_location("family_bias", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["family_bias"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def rows_where_best_is(best_log10: dict[tuple[str, int], float], phi: Any) -> list[dict]:
+    """Every grid rate of every (family, seed): loss 0.1 at the best rate, 1.0 elsewhere (a
+    diverged run, loss inf, two decades above it)."""
+    rows = []
+    for (family, seed), best in best_log10.items():
+        phi1, phi2 = phi(family, seed)
+        for eta in GRID:
+            distance = math.log10(eta) - best
+            loss = 0.1 if abs(distance) < 0.01 else (math.inf if distance > 1.9 else 1.0)
+            rows.append(
+                {
+                    "family": family,
+                    "seed": str(seed),
+                    "phi1": str(phi1),
+                    "phi2": str(phi2),
+                    "eta": str(eta),
+                    "final_train_loss": str(loss),
+                }
+            )
+    return rows
+
+
+def test_a_rule_of_phi1_that_predicts_the_best_rate_is_found_and_scores_every_task() -> None:
+    """best log10 eta = -0.1 phi1 - 4 exactly; each family's phi1 sits decades apart, so the
+    other families' best single constant misses the held-out family."""
+    module = bias_module()
+    centers = {"a": -10.0, "b": -20.0, "c": -30.0}
+
+    def phi(family: str, seed: int) -> tuple[float, float]:
+        return centers[family] + 5.0 * seed, -4.0 + 0.1 * seed
+
+    best = {(f, s): -0.1 * phi(f, s)[0] - 4.0 for f in centers for s in range(3)}
+    text = module.report(rows_where_best_is(best, phi))
+    assert re.search(r"log10 eta\* = -0\.100 phi1 \+ -?0\.000 phi2 \+ -4\.00;", text)
+    for family in centers:
+        line = next(r for r in text.splitlines() if r.startswith(f"| {family} | 0.00 |"))
+        rule_within, const_error, const_within = line.split("|")[3:6]
+        assert rule_within.strip() == "3/3"
+        assert float(const_error) >= 0.5 and const_within.strip() != "3/3"
+    # the per-family table: family b's seeds are best at 1e-2, 1e-2.5 and 1e-3, each rate
+    # scores one task of three, and the tie goes to the smallest rate
+    row_b = next(r for r in text.splitlines() if r.startswith("| b | 3 |"))
+    assert "| 1e-3.0 | 1e-2.5 (1e-3.0 .. 1e-2.0) |" in row_b
+
+
+def test_a_diverged_run_is_never_a_tasks_best() -> None:
+    module = bias_module()
+    rows = rows_where_best_is({("a", 0): -3.0}, lambda f, s: (-10.0, -4.0))
+    for row in rows:
+        if float(row["eta"]) > 0.5:
+            row["final_train_loss"] = "nan"
+    tasks = module.best_per_task(rows)
+    assert tasks[("a", 0)]["best"] == 1e-3
+    assert tasks[("a", 0)]["losses"][1.0] == math.inf
