@@ -48,6 +48,9 @@ DYNAMIC_ACTIONS: dict[str, list[float] | str] = {
 }
 SMALL = {"steps": [30, 40], "test_size": 300, "eval_size": 300}
 """Overrides that keep the MNIST-size ids cheap; Digits and Toy run their defaults."""
+SMALL_SEQUENCES = {"steps": [30, 40], "test_size": 64, "eval_size": 64}
+"""The transformer ids' overrides: a sequence is 64 tokens, so 64 of them evaluate as many
+predictions as 4096 images."""
 
 
 def cpu_signature() -> str:
@@ -77,7 +80,9 @@ def _env_kwargs(env_id: str, mnist_root: Path, fake_root: Path) -> dict[str, Any
     elif dataset in ("fashion_mnist", "cifar10"):
         kwargs["data_root"] = str(fake_root)
         kwargs["subset_fraction"] = [0.5, 1.0]
-    if dataset not in ("digits", "toy"):
+    if dataset == "grammar":
+        kwargs.update(SMALL_SEQUENCES)
+    elif dataset not in ("digits", "toy"):
         kwargs.update(SMALL)
     return kwargs
 
