@@ -3,7 +3,8 @@ results of several suites (``docs/families/``).
 
 For each suite in the given ``results.csv`` files (``lrgym benchmark --eta0-sweep`` runs with
 the shipped controllers, the constant grid and the learning-rate-free baselines; a suite's rows
-may come from several runs), one line per learned controller with, side by side (final
+may come from several runs, and only the tasks the controllers ran on count), one line per
+learned controller with, side by side (final
 training losses, geometric means over the tasks, diverged runs counted with their initial
 loss, 95% bootstrap intervals):
 
@@ -47,9 +48,24 @@ def best_constant(rows: Sequence[Row]) -> tuple[float, list[Row]]:
     return rate, by_rate[rate]
 
 
+def same_tasks(rows: Sequence[Row]) -> list[Row]:
+    """The rows of the tasks the learned controllers ran on, each run once: a suite's rows may
+    come from a default run over all its tasks and a gap run over the first few, and every
+    baseline is compared on the controller's tasks only. (A job is deterministic, so a run that
+    two files share has the same row in both; the first is kept.)"""
+    tasks = {r["task_index"] for r in rows if r["kind"] == "learned"}
+    unique: dict[tuple[Any, ...], Row] = {}
+    for r in rows:
+        if r["task_index"] in tasks:
+            key = (r["controller"], r["task_index"], r["eta0"], r["eta0_source"])
+            unique.setdefault(key, r)
+    return list(unique.values())
+
+
 def suite_lines(rows: Sequence[Row]) -> list[dict[str, str]]:
-    """The table's lines for one suite's rows (one per learned controller)."""
-    rows = with_oracle(rows)
+    """The table's lines for one suite's rows (one per learned controller), on the tasks the
+    controllers ran on (:func:`same_tasks`)."""
+    rows = with_oracle(same_tasks(rows))
     oracle = [r for r in rows if r["kind"] == "oracle"]
     rate, constant = best_constant(rows)
     constant_share = robustness_score(

@@ -66,3 +66,15 @@ def test_a_controller_within_2x_on_half_the_tasks_fails() -> None:
     (line,) = gap_module().suite_lines(suite_rows(controller_loss=0.3))  # > 2 x 0.1, < 2 x 0.2
     assert line["verdict"] == "fails"
     assert line["within 2x of oracle (from eta_0 / over the grid)"] == "50% / 50%"
+
+
+def test_baselines_count_on_the_controllers_tasks_only_and_a_shared_run_once() -> None:
+    """A default run over more tasks (here a task 2 where every constant is 10x worse) and the
+    gap run's rows repeated, as when both runs' files are read: the line is the gap run's."""
+    rows = suite_rows(controller_loss=0.15)
+    (alone,) = gap_module().suite_lines(rows)
+    extra = [make_row(task_index=2, eta0=rate, final_train_loss=10.0) for rate in LR_GRID]
+    extra += [make_row(controller="dog", kind="optimizer", task_index=2, eta0=1.0)]
+    repeated = [r for r in rows if r["kind"] != "learned"]
+    (merged,) = gap_module().suite_lines([*rows, *extra, *repeated])
+    assert merged == alone and merged["suite"].endswith("(2 tasks)")
