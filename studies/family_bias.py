@@ -3,7 +3,7 @@
 those features predicts it across families.
 
 For each family (``--include``/``--exclude`` as the env takes them), ``--tasks`` training tasks
-(seeds 0, 1, ...; the benchmark's held-out seeds start at 1,000,000) each train at every constant
+(seeds 0, 1, ...; the benchmark's held-out seeds start at 2**32) each train at every constant
 rate of the half-decade grid ``--grid`` (eta_0 set to the rate, so the run is constant from its
 first step: what the controller's bias alone, ``theta = [0, 0, 0, 0, log eta]``, sets). Written:
 a CSV of every run, and a Markdown report:
