@@ -14,9 +14,13 @@ a CSV of every run, and a Markdown report:
 * one rule for all: ``log eta* = w1 phi1 + w2 phi2 + b`` fitted by least squares over every
   task, and leave-one-family-out (fitted without the family, scored on it): the median
   absolute error in decades and the share of tasks within a factor 2 of their best rate's
-  loss. Beside it the null rule: the best single constant over the other families.
+  loss. Beside it the null rule: the best single constant over the other families;
+* with ``--at-best`` (after the grid): each task rerun at its best rate, and the same tables
+  for what the features read once the rate has settled (:func:`fixed_point_report`).
 
     python studies/family_bias.py --data-root ../shared/data --tasks 4 --workers 2 \\
+        --out docs/mixture/family_bias
+    python studies/family_bias.py --data-root ../shared/data --workers 2 --at-best \\
         --out docs/mixture/family_bias
 """
 
@@ -37,7 +41,18 @@ import lrgym  # noqa: F401 - registers the environments
 from agents.pools import make_pool
 from lrgym.registration import MIXTURE_ID
 
-FIELDS = ("family", "seed", "eta0_drawn", "phi1", "phi2", "eta", "final_train_loss", "diverged")
+FIELDS = (
+    "family",
+    "seed",
+    "eta0_drawn",
+    "phi1",
+    "phi2",
+    "eta",
+    "final_train_loss",
+    "diverged",
+    "phi1_run",
+    "phi2_run",
+)
 
 
 def build(kwargs: dict[str, Any]) -> gym.Env:
@@ -54,6 +69,10 @@ def run(env: gym.Env, job: tuple[str, int, float]) -> dict[str, Any]:
     env.reset(seed=seed, options={"family": family, "task": task})
     action = base.theta_to_action([0.0, 0.0, 0.0, 0.0, math.log(eta)])
     _, _, _, _, step = env.step(action)
+    raw = step["curves"].raw_features
+    late = raw[len(raw) // 2 :]  # the run's second half: the features the rate settles on
+    late = late[np.all(np.isfinite(late), axis=1)]
+    phi_run = np.median(late, axis=0) if len(late) else np.full(2, np.nan)
     return {
         "family": family,
         "seed": seed,
@@ -63,6 +82,8 @@ def run(env: gym.Env, job: tuple[str, int, float]) -> dict[str, Any]:
         "eta": eta,
         "final_train_loss": float(step["final_train_loss"]),
         "diverged": bool(step["diverged"]),
+        "phi1_run": float(phi_run[0]),
+        "phi2_run": float(phi_run[1]),
     }
 
 
@@ -128,12 +149,24 @@ def report(rows: list[dict[str, Any]]) -> str:
         f: [(e["phi"][0], e["phi"][1], math.log10(e["best"])) for e in entries]
         for f, entries in by_family.items()
     }
+    return "\n".join([*lines, "", *rule_tables(by_family, points, "phi1", "phi2")]) + "\n"
+
+
+def rule_tables(
+    by_family: dict[str, list[dict[str, Any]]],
+    points: dict[str, list[tuple[float, float, float]]],
+    x1: str,
+    x2: str,
+) -> list[str]:
+    """The pooled fit ``log10 eta* = w1 x1 + w2 x2 + b`` over ``points`` (per family: ``(x1,
+    x2, log10 eta*)`` of each task, in ``by_family``'s order), and the leave-one-family-out
+    table beside the other families' best single constant."""
+    families = list(by_family)
     pooled = [p for f in families for p in points[f]]
     w = _fit(pooled)
     residual = [abs(p[2] - (w[0] * p[0] + w[1] * p[1] + w[2])) for p in pooled]
-    lines += [
-        "",
-        f"One rule fitted over every task: log10 eta* = {w[0]:.3f} phi1 + {w[1]:.3f} phi2 + "
+    lines = [
+        f"One rule fitted over every task: log10 eta* = {w[0]:.3f} {x1} + {w[1]:.3f} {x2} + "
         f"{w[2]:.2f}; median |error| {np.median(residual):.2f} decades.",
         "",
         "Left out (fitted on the other families, scored on this one): median |error| in "
@@ -150,8 +183,8 @@ def report(rows: list[dict[str, Any]]) -> str:
         w_out = _fit(others)
         constant = _best_constant([e for f in families if f != family for e in by_family[f]])
         rule_err, const_err, rule_ok, const_ok = [], [], 0, 0
-        for entry, (phi1, phi2, best) in zip(by_family[family], points[family], strict=True):
-            guess = w_out[0] * phi1 + w_out[1] * phi2 + w_out[2]
+        for entry, (a, b, best) in zip(by_family[family], points[family], strict=True):
+            guess = w_out[0] * a + w_out[1] * b + w_out[2]
             rule_err.append(abs(guess - best))
             const_err.append(abs(constant - best))
             floor = entry["losses"][entry["best"]]
@@ -162,7 +195,68 @@ def report(rows: list[dict[str, Any]]) -> str:
             f"| {family} | {np.median(rule_err):.2f} | {rule_ok}/{n} | "
             f"{np.median(const_err):.2f} | {const_ok}/{n} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def fixed_point_report(rows: list[dict[str, Any]], at_best: list[dict[str, Any]]) -> str:
+    """What the features read at each task's best rate, once the rate has settled: ``c = phi1 -
+    2 ln eta*`` (phi1 per unit step: ``phi1`` grows as ``2 ln eta``) and ``phi2``. The
+    log-linear controller ``ln eta = theta1 phi1 + ... + b`` settles where ``ln eta = theta1
+    (2 ln eta + c) + b``; one theta can hold every family at its best rate only where ``log10
+    eta*`` is (close to) a linear function of ``c``, which the fit and the held-out table say."""
+    tasks = best_per_task(rows)
+    families = list(dict.fromkeys(f for f, _ in tasks))
+    by_family = {f: [e for (g, _), e in tasks.items() if g == f] for f in families}
+    run = {(r["family"], int(r["seed"])): r for r in at_best}
+    points: dict[str, list[tuple[float, float, float]]] = {}
+    lines = [
+        "| family | c = phi1 - 2 ln eta* at the best rate (median, range) | phi2 (median) |",
+        "|---|---|---|",
+    ]
+    for family in families:
+        points[family] = []
+        for (f, seed), entry in tasks.items():
+            if f == family:
+                r = run[(f, seed)]
+                c = float(r["phi1_run"]) - 2 * math.log(entry["best"])
+                points[family].append((c, float(r["phi2_run"]), math.log10(entry["best"])))
+        cs = [p[0] for p in points[family]]
+        lines.append(
+            f"| {family} | {np.median(cs):.1f} ({min(cs):.1f} .. {max(cs):.1f}) | "
+            f"{np.median([p[1] for p in points[family]]):.2f} |"
+        )
+    return "\n".join([*lines, "", *rule_tables(by_family, points, "c", "phi2")]) + "\n"
+
+
+def run_jobs(
+    jobs: list[tuple[str, int, float]], kwargs: dict[str, Any], workers: int, path: Path
+) -> None:
+    """Run ``jobs`` on ``workers`` processes, writing each row to ``path`` as it finishes."""
+    started = time.perf_counter()
+    backend = "process" if workers > 1 else "serial"
+    with (
+        path.open("w", newline="") as fh,
+        make_pool(backend, build, (kwargs,), workers=workers) as pool,
+    ):
+        writer = csv.DictWriter(fh, FIELDS)
+        writer.writeheader()
+
+        def save(k: int, row: dict[str, Any]) -> None:
+            writer.writerow(row)
+            fh.flush()
+            print(
+                f"{k + 1}/{len(jobs)} {row['family']} seed {row['seed']} eta "
+                f"{row['eta']:.0e}: {row['final_train_loss']:.4g}",
+                flush=True,
+            )
+
+        pool.map(run, jobs, on_result=save)
+    print(f"{len(jobs)} runs in {time.perf_counter() - started:.0f} s")
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
 
 
 def main() -> None:
@@ -176,44 +270,34 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True, help="folder for runs.csv, report.md")
-    parser.add_argument("--report-only", action="store_true", help="report an existing runs.csv")
+    parser.add_argument("--report-only", action="store_true", help="report the CSVs in --out")
+    parser.add_argument(
+        "--at-best",
+        action="store_true",
+        help="rerun each task at its best rate from --out's runs.csv, reading the features "
+        "(at_best.csv), for the fixed-point table",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "runs.csv"
-    if not args.report_only:
-        kwargs: dict[str, Any] = {"data_root": args.data_root, "download": False}
-        if args.include:
-            kwargs["include"] = args.include
-        if args.exclude:
-            kwargs["exclude"] = args.exclude
+    path, at_best = args.out / "runs.csv", args.out / "at_best.csv"
+    kwargs: dict[str, Any] = {"data_root": args.data_root, "download": False}
+    if args.include:
+        kwargs["include"] = args.include
+    if args.exclude:
+        kwargs["exclude"] = args.exclude
+    if args.at_best:
+        tasks = best_per_task(_read(path))
+        run_jobs([(f, s, e["best"]) for (f, s), e in tasks.items()], kwargs, args.workers, at_best)
+    elif not args.report_only:
         families = build(kwargs).unwrapped.mixture.members()  # type: ignore[attr-defined]
         low, high = args.grid
         rates = [10.0 ** (low + k / 2) for k in range(round((high - low) * 2) + 1)]
         jobs = [(f, s, r) for f in families for s in range(args.tasks) for r in rates]
-        started = time.perf_counter()
-        with (
-            path.open("w", newline="") as fh,
-            make_pool(
-                "process" if args.workers > 1 else "serial", build, (kwargs,), workers=args.workers
-            ) as pool,
-        ):
-            writer = csv.DictWriter(fh, FIELDS)
-            writer.writeheader()
-
-            def save(k: int, row: dict[str, Any]) -> None:
-                writer.writerow(row)
-                fh.flush()
-                print(
-                    f"{k + 1}/{len(jobs)} {row['family']} seed {row['seed']} eta "
-                    f"{row['eta']:.0e}: {row['final_train_loss']:.4g}",
-                    flush=True,
-                )
-
-            pool.map(run, jobs, on_result=save)
-        print(f"{len(jobs)} runs in {time.perf_counter() - started:.0f} s")
-    with path.open() as fh:
-        rows = list(csv.DictReader(fh))
+        run_jobs(jobs, kwargs, args.workers, path)
+    rows = _read(path)
     text = report(rows)
+    if at_best.is_file():
+        text += "\n## At the best rate\n\n" + fixed_point_report(rows, _read(at_best))
     (args.out / "report.md").write_text(text)
     print(text)
 

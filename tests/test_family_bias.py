@@ -79,3 +79,24 @@ def test_a_diverged_run_is_never_a_tasks_best() -> None:
     tasks = module.best_per_task(rows)
     assert tasks[("a", 0)]["best"] == 1e-3
     assert tasks[("a", 0)]["losses"][1.0] == math.inf
+
+
+def test_the_fixed_point_fit_finds_a_rate_that_is_linear_in_phi1_per_unit_step() -> None:
+    """log10 eta* = -0.25 c - 5 exactly, c = phi1 - 2 ln eta* read at the best rate; the
+    starting features say nothing (the same for every task)."""
+    module = bias_module()
+    best = {(f, s): -1.0 - 0.5 * s - (1.0 if f == "b" else 0.0) for f in "abc" for s in range(3)}
+    best.update({("c", s): -2.5 - 0.5 * s for s in range(3)})
+    rows = rows_where_best_is(best, lambda f, s: (-10.0, -4.0))
+    at_best = []
+    for (family, seed), log10_best in best.items():
+        c = -4.0 * (log10_best + 5.0)
+        phi1 = c + 2 * math.log(10.0**log10_best)
+        at_best.append(
+            {"family": family, "seed": str(seed), "phi1_run": str(phi1), "phi2_run": "-4"}
+        )
+    text = module.fixed_point_report(rows, at_best)
+    assert re.search(r"log10 eta\* = -0\.250 c \+ .*; median \|error\| 0\.00 decades", text)
+    assert "| a | -14.0 (-16.0 .. -12.0) | -4.00 |" in text
+    for family in "abc":
+        assert re.search(rf"\| {family} \| 0\.00 \| 3/3 \|", text), text
