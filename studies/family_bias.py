@@ -52,6 +52,7 @@ FIELDS = (
     "diverged",
     "phi1_run",
     "phi2_run",
+    "controller",
 )
 
 
@@ -60,15 +61,20 @@ def build(kwargs: dict[str, Any]) -> gym.Env:
     return gym.make(MIXTURE_ID, **kwargs)
 
 
-def run(env: gym.Env, job: tuple[str, int, float]) -> dict[str, Any]:
-    """One task of ``family`` (seed ``seed``) trained at the constant rate ``eta``."""
-    family, seed, eta = job
+def run(env: gym.Env, job: tuple[Any, ...]) -> dict[str, Any]:
+    """One task of ``family`` (seed ``seed``) trained at the constant rate ``eta``; with a
+    fourth entry ``theta``, trained from its own eta_0 by the log-linear controller ``theta``
+    (the row's ``eta`` is then that eta_0)."""
+    family, seed, eta, theta = (*job, None)[:4]
     obs, info = env.reset(seed=seed, options={"family": family})
     base: Any = env.unwrapped
-    task = dataclasses.replace(base.task, eta0=eta)
-    env.reset(seed=seed, options={"family": family, "task": task})
-    action = base.theta_to_action([0.0, 0.0, 0.0, 0.0, math.log(eta)])
-    _, _, _, _, step = env.step(action)
+    if theta is None:
+        task = dataclasses.replace(base.task, eta0=eta)
+        env.reset(seed=seed, options={"family": family, "task": task})
+        theta = [0.0, 0.0, 0.0, 0.0, math.log(eta)]
+    else:
+        eta = float(info["task"]["eta0"])
+    _, _, _, _, step = env.step(base.theta_to_action(theta))
     raw = step["curves"].raw_features
     late = raw[len(raw) // 2 :]  # the run's second half: the features the rate settles on
     late = late[np.all(np.isfinite(late), axis=1)]
@@ -84,6 +90,7 @@ def run(env: gym.Env, job: tuple[str, int, float]) -> dict[str, Any]:
         "diverged": bool(step["diverged"]),
         "phi1_run": float(phi_run[0]),
         "phi2_run": float(phi_run[1]),
+        "controller": "constant" if job[3:] == () else "theta",
     }
 
 
@@ -91,6 +98,8 @@ def best_per_task(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str,
     """Per (family, seed): the starting features, every rate's loss and the best rate."""
     tasks: dict[tuple[str, int], dict[str, Any]] = {}
     for row in rows:
+        if row.get("controller", "constant") != "constant":
+            continue
         key = (row["family"], int(row["seed"]))
         entry = tasks.setdefault(
             key, {"phi": (float(row["phi1"]), float(row["phi2"])), "losses": {}}
@@ -228,9 +237,46 @@ def fixed_point_report(rows: list[dict[str, Any]], at_best: list[dict[str, Any]]
     return "\n".join([*lines, "", *rule_tables(by_family, points, "c", "phi2")]) + "\n"
 
 
-def run_jobs(
-    jobs: list[tuple[str, int, float]], kwargs: dict[str, Any], workers: int, path: Path
-) -> None:
+def theta_report(rows: list[dict[str, Any]], train_rows: list[dict[str, Any]]) -> str:
+    """The controller ``theta`` (rows ``controller == "theta"``, from each task's eta_0) beside
+    the grid on the same tasks: its loss over the per-task oracle's, and how many tasks end
+    within 2x of the oracle, with the best single constants of the training tasks (the
+    family's own, and the one over every family) beside it."""
+    tasks = best_per_task(rows)
+    trained = best_per_task(train_rows)
+    overall = _best_constant(list(trained.values()))
+    lines = [
+        f"| family | tasks | controller / oracle (geometric mean) | controller within 2x | "
+        f"family's training constant within 2x | one constant (1e{overall:+.1f}) within 2x |",
+        "|---|---|---|---|---|---|",
+    ]
+    totals = [0, 0, 0, 0]
+    for family in dict.fromkeys(f for f, _ in tasks):
+        own = _best_constant([e for (f, _), e in trained.items() if f == family])
+        ratios, ok, own_ok, all_ok = [], 0, 0, 0
+        for row in rows:
+            if row["family"] != family or row.get("controller") != "theta":
+                continue
+            entry = tasks[(family, int(row["seed"]))]
+            floor = entry["losses"][entry["best"]]
+            loss = float(row["final_train_loss"])
+            loss = loss if math.isfinite(loss) else math.inf
+            ratios.append(math.log(min(loss, 1e30) / floor))
+            ok += loss <= 2 * floor
+            own_ok += _loss_at(entry, own) <= 2 * floor
+            all_ok += _loss_at(entry, overall) <= 2 * floor
+        n = len(ratios)
+        totals = [totals[0] + n, totals[1] + ok, totals[2] + own_ok, totals[3] + all_ok]
+        lines.append(
+            f"| {family} | {n} | {math.exp(np.mean(ratios)):.2f} | {ok}/{n} | {own_ok}/{n} | "
+            f"{all_ok}/{n} |"
+        )
+    n = totals[0]
+    lines.append(f"| all | {n} | | {totals[1]}/{n} | {totals[2]}/{n} | {totals[3]}/{n} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_jobs(jobs: list[tuple[Any, ...]], kwargs: dict[str, Any], workers: int, path: Path) -> None:
     """Run ``jobs`` on ``workers`` processes, writing each row to ``path`` as it finishes."""
     started = time.perf_counter()
     backend = "process" if workers > 1 else "serial"
@@ -277,6 +323,15 @@ def main() -> None:
         help="rerun each task at its best rate from --out's runs.csv, reading the features "
         "(at_best.csv), for the fixed-point table",
     )
+    parser.add_argument(
+        "--theta",
+        nargs=5,
+        type=float,
+        default=None,
+        help="evaluate this controller from each task's own eta_0 on --seeds, beside the grid "
+        "(evaluate.csv)",
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[100, 101], help="with --theta")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     path, at_best = args.out / "runs.csv", args.out / "at_best.csv"
@@ -285,6 +340,19 @@ def main() -> None:
         kwargs["include"] = args.include
     if args.exclude:
         kwargs["exclude"] = args.exclude
+    if args.theta is not None:
+        families = build(kwargs).unwrapped.mixture.members()  # type: ignore[attr-defined]
+        low, high = args.grid
+        rates = [10.0 ** (low + k / 2) for k in range(round((high - low) * 2) + 1)]
+        jobs: list[tuple[Any, ...]] = [
+            (f, s, r) for f in families for s in args.seeds for r in rates
+        ]
+        jobs += [(f, s, None, list(args.theta)) for f in families for s in args.seeds]
+        run_jobs(jobs, kwargs, args.workers, args.out / "evaluate.csv")
+        text = theta_report(_read(args.out / "evaluate.csv"), _read(path))
+        (args.out / "evaluate.md").write_text(f"theta = {list(args.theta)}\n\n{text}")
+        print(text)
+        return
     if args.at_best:
         tasks = best_per_task(_read(path))
         run_jobs([(f, s, e["best"]) for (f, s), e in tasks.items()], kwargs, args.workers, at_best)

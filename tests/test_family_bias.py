@@ -100,3 +100,16 @@ def test_the_fixed_point_fit_finds_a_rate_that_is_linear_in_phi1_per_unit_step()
     assert "| a | -14.0 (-16.0 .. -12.0) | -4.00 |" in text
     for family in "abc":
         assert re.search(rf"\| {family} \| 0\.00 \| 3/3 \|", text), text
+
+
+def test_the_controller_is_scored_against_the_oracle_of_its_own_tasks() -> None:
+    module = bias_module()
+    grid = rows_where_best_is({("a", 0): -2.0, ("a", 1): -2.0}, lambda f, s: (-10.0, -4.0))
+    ends = {0: "0.15", 1: "0.5"}  # 1.5x and 5x the oracle's 0.1
+    theta_rows = [
+        {"family": "a", "seed": str(s), "controller": "theta", "final_train_loss": loss}
+        for s, loss in ends.items()
+    ]
+    text = module.theta_report([*grid, *theta_rows], grid)
+    assert "| a | 2 | 2.74 | 1/2 | 2/2 | 2/2 |" in text  # sqrt(1.5 * 5) = 2.74
+    assert "| all | 2 | | 1/2 | 2/2 | 2/2 |" in text
