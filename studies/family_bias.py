@@ -39,6 +39,7 @@ import numpy as np
 
 import lrgym  # noqa: F401 - registers the environments
 from agents.pools import make_pool
+from lrgym.controllers import ControlState, LogLinearController
 from lrgym.registration import MIXTURE_ID
 
 FIELDS = (
@@ -61,20 +62,47 @@ def build(kwargs: dict[str, Any]) -> gym.Env:
     return gym.make(MIXTURE_ID, **kwargs)
 
 
+class StepBounded(LogLinearController):
+    """The log-linear controller with its rate's change per step bounded to a factor
+    ``max_change`` either way (a variant this study measures; not a controller of lrgym)."""
+
+    def __init__(self, theta: Any, max_change: float, lr_bounds: Any) -> None:
+        super().__init__(theta, lr_bounds=lr_bounds)
+        self.max_change = float(max_change)
+
+    def learning_rate(self, state: ControlState) -> float:
+        eta = super().learning_rate(state)
+        if state.features is None:
+            return eta
+        low, high = state.previous_lr / self.max_change, state.previous_lr * self.max_change
+        return min(max(eta, low), high)
+
+
 def run(env: gym.Env, job: tuple[Any, ...]) -> dict[str, Any]:
     """One task of ``family`` (seed ``seed``) trained at the constant rate ``eta``; with a
-    fourth entry ``theta``, trained from its own eta_0 by the log-linear controller ``theta``
-    (the row's ``eta`` is then that eta_0)."""
-    family, seed, eta, theta = (*job, None)[:4]
+    fourth entry ``theta``, trained by the log-linear controller ``theta`` from ``eta`` or, where
+    ``eta`` is ``None``, from the task's own eta_0 (the row's ``eta``), and with a fifth,
+    ``max_change``, by :class:`StepBounded`."""
+    family, seed, eta, theta, max_change = (*job, None, None)[:5]
     obs, info = env.reset(seed=seed, options={"family": family})
     base: Any = env.unwrapped
-    if theta is None:
+    if theta is None or eta is not None:  # a given eta_0 (the constant's, or the controller's)
         task = dataclasses.replace(base.task, eta0=eta)
         env.reset(seed=seed, options={"family": family, "task": task})
+    if theta is None:
         theta = [0.0, 0.0, 0.0, 0.0, math.log(eta)]
-    else:
+    elif eta is None:
         eta = float(info["task"]["eta0"])
-    _, _, _, _, step = env.step(base.theta_to_action(theta))
+    if max_change is None:
+        _, _, _, _, step = env.step(base.theta_to_action(theta))
+    else:
+        controller = StepBounded(theta, max_change, base.settings.lr_bounds)
+        result = base.run_controller(controller, base.task)
+        step = {
+            "curves": result.curves,
+            "final_train_loss": result.final_train_loss,
+            "diverged": result.diverged,
+        }
     raw = step["curves"].raw_features
     late = raw[len(raw) // 2 :]  # the run's second half: the features the rate settles on
     late = late[np.all(np.isfinite(late), axis=1)]
@@ -332,6 +360,22 @@ def main() -> None:
         "(evaluate.csv)",
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[100, 101], help="with --theta")
+    parser.add_argument(
+        "--max-change",
+        type=float,
+        default=None,
+        help="with --theta: bound the rate's change per step to this factor (StepBounded); "
+        "the grid is read from evaluate.csv, only the controller runs",
+    )
+    parser.add_argument(
+        "--eta0",
+        nargs=2,
+        type=float,
+        default=None,
+        metavar=("SGD", "ADAPTIVE"),
+        help="with --max-change: start the controller from these eta_0 (SGD families, Adam-type "
+        "families) instead of the tasks' own",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     path, at_best = args.out / "runs.csv", args.out / "at_best.csv"
@@ -340,6 +384,28 @@ def main() -> None:
         kwargs["include"] = args.include
     if args.exclude:
         kwargs["exclude"] = args.exclude
+    if args.theta is not None and args.max_change is not None:
+        members = build(kwargs).unwrapped.members  # type: ignore[attr-defined]
+
+        def start(family: str) -> float | None:
+            if args.eta0 is None:
+                return None
+            return args.eta0[0] if members[family].optimizer == "sgd" else args.eta0[1]
+
+        jobs_b = [
+            (f, s, start(f), list(args.theta), args.max_change) for f in members for s in args.seeds
+        ]
+        tag = "" if args.eta0 is None else f"_eta0_{args.eta0[0]:g}_{args.eta0[1]:g}"
+        out = args.out / f"evaluate_max{args.max_change:g}{tag}.csv"
+        run_jobs(jobs_b, kwargs, args.workers, out)
+        grid = [r for r in _read(args.out / "evaluate.csv") if r["controller"] == "constant"]
+        text = theta_report([*grid, *_read(out)], _read(path))
+        header = f"theta = {list(args.theta)}, rate change per step at most x{args.max_change:g}"
+        if args.eta0 is not None:
+            header += f", eta_0 {args.eta0[0]:g} (SGD), {args.eta0[1]:g} (Adam-type)"
+        (out.with_suffix(".md")).write_text(f"{header}\n\n{text}")
+        print(text)
+        return
     if args.theta is not None:
         families = build(kwargs).unwrapped.mixture.members()  # type: ignore[attr-defined]
         low, high = args.grid
