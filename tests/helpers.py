@@ -5,12 +5,15 @@ Import them as ``from helpers import ...`` (pytest puts tests/ on ``sys.path``).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pickle
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -139,3 +142,14 @@ def kill_after_lines(command: list[str], log: Path, lines: int) -> None:
     process.kill()
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+
+def load_study(name: str) -> ModuleType:
+    """The script ``studies/<name>.py`` as a module (the studies are scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "studies" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

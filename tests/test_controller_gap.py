@@ -3,25 +3,17 @@ hand-made rows whose answers are known."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from helpers import load_study
 from test_leaderboard import make_row
 
 from lrgym.bench.baselines import LR_GRID
 
 
 def gap_module() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "studies" / "controller_gap.py"
-    spec = importlib.util.spec_from_file_location("controller_gap", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["controller_gap"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_study("controller_gap")
 
 
 def suite_rows(controller_loss: float) -> list[dict[str, Any]]:

@@ -4,25 +4,18 @@ decades."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from helpers import load_study
 
 GRID = [10.0 ** (-6 + k / 2) for k in range(13)]
 
 
 def bias_module() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "studies" / "family_bias.py"
-    spec = importlib.util.spec_from_file_location("family_bias", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["family_bias"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_study("family_bias")
 
 
 def rows_where_best_is(best_log10: dict[tuple[str, int], float], phi: Any) -> list[dict]:

@@ -265,6 +265,29 @@ class _Mixture(TrainingTaskEnv):
         self.member = next(iter(self.members))
         return self.members[self.member]
 
+    _settings_cls: type[EnvSettings]
+    """The single-family env's settings class (a member's settings)."""
+
+    def __init__(self, *, render_mode: str | None = None, **kwargs: Any) -> None:
+        first = self._members(self._settings_cls, kwargs)
+        # the single-family env's __init__, next in the concrete class's MRO
+        super().__init__(render_mode=render_mode, **first.to_kwargs())  # type: ignore[call-arg]
+        self._switch(self.member)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """The single-family env's reset, in a family drawn first; ``info["family"]``."""
+        obs, info = super().reset(seed=seed, options=options)
+        return obs, {**info, "family": self.member}
+
+    def step(
+        self, action: np.ndarray
+    ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """The single-family env's step; ``info["family"]``."""
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, reward, terminated, truncated, {**info, "family": self.member}
+
     def _switch(self, name: str) -> None:
         settings = self.members[name]
         self.member, self.settings = name, settings
@@ -301,48 +324,18 @@ class StepSizeControlMixtureEnv(_Mixture, StepSizeControlEnv):
     * v0: initial release.
     """
 
-    def __init__(self, *, render_mode: str | None = None, **kwargs: Any) -> None:
-        first = self._members(BanditSettings, kwargs)
-        super().__init__(render_mode=render_mode, **first.to_kwargs())
-        self._switch(self.member)
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        obs, info = super().reset(seed=seed, options=options)
-        return obs, {**info, "family": self.member}
-
-    def step(
-        self, action: np.ndarray
-    ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = super().step(action)
-        return obs, reward, terminated, truncated, {**info, "family": self.member}
+    _settings_cls = BanditSettings
 
 
 class StepSizeControlDynamicMixtureEnv(_Mixture, StepSizeControlDynamicEnv):
     """The per-step env over a mixture of task families (``StepSizeControl-Dynamic-Mixture-v0``):
     what :class:`StepSizeControlMixtureEnv` is to the bandit env, for
-    :class:`lrgym.envs.StepSizeControlDynamicEnv` (every family acts every
-    ``control_interval`` steps, a shared setting).
+    :class:`lrgym.envs.StepSizeControlDynamicEnv` (each family acts every ``control_interval``
+    steps of its own id's twin).
 
     ## Version History
 
     * v0: initial release.
     """
 
-    def __init__(self, *, render_mode: str | None = None, **kwargs: Any) -> None:
-        first = self._members(DynamicSettings, kwargs)
-        super().__init__(render_mode=render_mode, **first.to_kwargs())
-        self._switch(self.member)
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        obs, info = super().reset(seed=seed, options=options)
-        return obs, {**info, "family": self.member}
-
-    def step(
-        self, action: np.ndarray
-    ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = super().step(action)
-        return obs, reward, terminated, truncated, {**info, "family": self.member}
+    _settings_cls = DynamicSettings
