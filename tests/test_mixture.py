@@ -71,7 +71,7 @@ def test_draws_follow_the_weights_and_never_an_excluded_family() -> None:
     share = counts["digits-mlp-sgd"] / 400  # 3/4, binomial sd 0.022
     assert abs(share - 0.75) < 0.07
 
-    held_out = gym.make(MIXTURE_ID, **DIGITS, exclude=["digits-cnn-sgd"])
+    held_out = gym.make(MIXTURE_ID, **DIGITS, exclude="digits-cnn-sgd")  # a name alone
     held_out.unwrapped._starting_features = lambda task: np.zeros(5)
     assert {held_out.reset(seed=s)[1]["family"] for s in range(30)} == {"digits-mlp-sgd"}
     zero = gym.make(MIXTURE_ID, **DIGITS, weights={"digits-cnn-sgd": 0})

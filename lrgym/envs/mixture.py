@@ -119,6 +119,9 @@ class MixtureSettings:
                     "to gym.make for the whole mixture"
                 )
         names = list(self.families)
+        for field in ("include", "exclude"):  # one name alone stands for a list of it
+            if isinstance(getattr(self, field), str):
+                object.__setattr__(self, field, (getattr(self, field),))
         if self.include is not None:
             object.__setattr__(self, "include", tuple(self.include))
             self._known("include", self.include, names, patterns=True)
