@@ -134,18 +134,15 @@ _MIXTURE_SOURCES: dict[str, tuple[str, dict[str, Any]]] = {
 """Each mixture family (``dataset-architecture-optimizer``): the registered id whose settings
 it takes and what it changes of them."""
 
+_INTERVALS = {source: interval for source, interval in _DYNAMIC_SOURCES.values() if interval}
+
 MIXTURE_FAMILIES: dict[str, dict[str, Any]] = {
     name: {
         **{k: v for k, v in _OVERRIDES[source].items() if k != "lr"},
         **changes,
-        **{
-            k: v
-            for k, v in _DYNAMIC_OVERRIDES[f"StepSizeControl-Dynamic-{short}-v0"].items()
-            if k == "control_interval"
-        },
+        **({"control_interval": _INTERVALS[source]} if source in _INTERVALS else {}),
     }
     for name, (source, changes) in _MIXTURE_SOURCES.items()
-    for short in [source.removeprefix("StepSizeControl-").removesuffix("-v0")]
 }
 """The families of ``StepSizeControl-Mixture-v0`` and its ``Dynamic-`` twin (their registered
 ``families``): the offline datasets (digits, MNIST, MNIST-1D, the grammar corpus), the cnn,
