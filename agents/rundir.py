@@ -294,6 +294,7 @@ def controller_for(
             raise InvalidConfigError("a dynamic env's controller file holds a per-step policy")
         return PerStepPolicyFile(policy=policy, **metadata)
     metadata["relative"] = bool(base.relative)
+    metadata["max_change"] = base.max_change
     if policy is not None:
         center, scale = base.theta_center.tolist(), base.theta_scale.tolist()
         contextual = {**policy, "theta_center": center, "theta_scale": scale}

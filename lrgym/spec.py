@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
 from lrgym.controllers import DEFAULT_LR_BOUNDS
+from lrgym.controllers.loglinear import checked_max_change
 from lrgym.errors import InvalidConfigError, UnknownSettingError, choice_error
 from lrgym.features import FeatureConfig
 from lrgym.reward import DEFAULT_DIVERGENCE_PENALTY
@@ -177,6 +178,8 @@ class BanditSettings(EnvSettings):
     Attributes:
         eval_points: S (>= 2), the evaluation points of ``E`` evenly spaced over the run.
         relative: the relative controller ``eta_t = eta_{t-1} exp(theta^T phi_hat)``.
+        max_change: the bounded form: the controller's rate changes by at most this factor
+            per step (finite, ``> 1``), or ``None`` (the paper's controller, the default).
         theta_center: 5 finite numbers; the raw controller parameters of an action are
             ``theta_center + theta_scale * action``.
         theta_scale: 5 positive finite numbers, see ``theta_center``.
@@ -184,6 +187,7 @@ class BanditSettings(EnvSettings):
 
     eval_points: int = 10
     relative: bool = False
+    max_change: float | None = None
     theta_center: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, -5.0)
     theta_scale: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 10.0)
 
@@ -201,6 +205,7 @@ class BanditSettings(EnvSettings):
         if any(v <= 0 for v in self.theta_scale):
             raise InvalidConfigError(f"theta_scale={list(self.theta_scale)!r} must be positive")
         self._set("relative", bool(self.relative))
+        self._set("max_change", checked_max_change(self.max_change))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -39,7 +39,7 @@ import numpy as np
 
 import lrgym  # noqa: F401 - registers the environments
 from agents.pools import make_pool
-from lrgym.controllers import ControlState, LogLinearController
+from lrgym.controllers import LogLinearController
 from lrgym.registration import MIXTURE_ID
 
 FIELDS = (
@@ -62,27 +62,11 @@ def build(kwargs: dict[str, Any]) -> gym.Env:
     return gym.make(MIXTURE_ID, **kwargs)
 
 
-class StepBounded(LogLinearController):
-    """The log-linear controller with its rate's change per step bounded to a factor
-    ``max_change`` either way (a variant this study measures; not a controller of lrgym)."""
-
-    def __init__(self, theta: Any, max_change: float, lr_bounds: Any) -> None:
-        super().__init__(theta, lr_bounds=lr_bounds)
-        self.max_change = float(max_change)
-
-    def learning_rate(self, state: ControlState) -> float:
-        eta = super().learning_rate(state)
-        if state.features is None:
-            return eta
-        low, high = state.previous_lr / self.max_change, state.previous_lr * self.max_change
-        return min(max(eta, low), high)
-
-
 def run(env: gym.Env, job: tuple[Any, ...]) -> dict[str, Any]:
     """One task of ``family`` (seed ``seed``) trained at the constant rate ``eta``; with a
     fourth entry ``theta``, trained by the log-linear controller ``theta`` from ``eta`` or, where
     ``eta`` is ``None``, from the task's own eta_0 (the row's ``eta``), and with a fifth,
-    ``max_change``, by :class:`StepBounded`."""
+    ``max_change``, in the bounded form (``LogLinearController(max_change=...)``)."""
     family, seed, eta, theta, max_change = (*job, None, None)[:5]
     obs, info = env.reset(seed=seed, options={"family": family})
     base: Any = env.unwrapped
@@ -96,7 +80,8 @@ def run(env: gym.Env, job: tuple[Any, ...]) -> dict[str, Any]:
     if max_change is None:
         _, _, _, _, step = env.step(base.theta_to_action(theta))
     else:
-        controller = StepBounded(theta, max_change, base.settings.lr_bounds)
+        bounds = base.settings.lr_bounds
+        controller = LogLinearController(theta, lr_bounds=bounds, max_change=max_change)
         result = base.run_controller(controller, base.task)
         step = {
             "curves": result.curves,
@@ -364,7 +349,7 @@ def main() -> None:
         "--max-change",
         type=float,
         default=None,
-        help="with --theta: bound the rate's change per step to this factor (StepBounded); "
+        help="with --theta: bound the rate's change per step to this factor (the bounded form); "
         "the grid is read from evaluate.csv, only the controller runs",
     )
     parser.add_argument(

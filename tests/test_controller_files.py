@@ -161,6 +161,30 @@ def test_each_kind_writes_its_format_version_and_policy_kind(tmp_path: Path) -> 
     assert content["theta_cov"] == np.eye(5).tolist()
 
 
+def test_a_bounded_file_writes_version_4_and_every_consumer_gets_the_bound(
+    tmp_path: Path,
+) -> None:
+    saved = LogLinearFile(theta=[0.0] * 5, env_id="x", max_change=1.2)
+    content = json.loads(lrgym.save_controller(saved, tmp_path / "c.json").read_text())
+    assert content["version"] == 4 and content["max_change"] == 1.2
+    loaded = lrgym.load_controller(tmp_path / "c.json")
+    assert loaded == saved
+    for controller in (
+        loaded.controller(),
+        loaded.controller_for(never),
+        loaded.with_theta([1.0] * 5),
+    ):
+        assert controller.max_change == 1.2
+    # a file without the bound stays what older versions read (no new entry, its old version)
+    plain = LogLinearFile(theta=[0.0] * 5, env_id="x")
+    content = json.loads(lrgym.save_controller(plain, tmp_path / "c.json").read_text())
+    assert content["version"] == 1 and "max_change" not in content
+    content["max_change"] = 0.5
+    (tmp_path / "c.json").write_text(json.dumps(content))
+    with pytest.raises(ControllerFileError, match=r"malformed.*max_change=0\.5"):
+        lrgym.load_controller(tmp_path / "c.json")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

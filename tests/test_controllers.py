@@ -47,6 +47,36 @@ def test_log_linear_clips_in_log_space_without_overflow() -> None:
     assert controller.learning_rate(state()) == pytest.approx(1e-6)
 
 
+def test_bounded_form_ramps_by_at_most_its_factor_per_step_to_the_rule_s_rate() -> None:
+    # the rule asks for 1.0 from 1e-3: 1.2**k steps up, brute force in float64, until it holds
+    controller = LogLinearController([0, 0, 0, 0, 0.0], max_change=1.2)
+    rates, previous = [], 1e-3
+    for step in range(2, 52):
+        previous = controller.learning_rate(state(step=step, previous=previous))
+        rates.append(previous)
+    expected = [min(1e-3 * 1.2**k, 1.0) for k in range(1, 51)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-12)
+    assert rates[-1] == 1.0 and rates[36] < 1.0 < 1e-3 * 1.2**38  # arrives at step 38, stays
+    # and down: a NaN rule falls to lr_bounds' low end no faster than the bound allows
+    low = LogLinearController([0, 0, 0, 0, 0.0], max_change=2.0)
+    assert low.learning_rate(state(features=PHI * math.nan, previous=0.02)) == 0.01
+    # the first step is eta_0 whatever the bound (no previous rate to bound it by)
+    assert controller.learning_rate(state(step=1, features=None)) == 0.01
+
+
+def test_bounded_form_leaves_a_rate_within_its_factor_unchanged() -> None:
+    theta = np.array([0.1, -0.3, 0.2, 0.4, -2.0])
+    free = LogLinearController(theta).learning_rate(state(previous=0.1))
+    bounded = LogLinearController(theta, max_change=1.5).learning_rate(state(previous=0.1))
+    assert 0.1 / 1.5 < free < 0.1 * 1.5 and bounded == free
+
+
+@pytest.mark.parametrize("max_change", [1.0, 0.5, math.inf, math.nan, True, "2"])
+def test_bounded_form_rejects_a_factor_that_is_not_above_1(max_change: object) -> None:
+    with pytest.raises(InvalidConfigError, match=rf"max_change={max_change!r}.*None"):
+        LogLinearController(np.zeros(5), max_change=max_change)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("theta", [np.ones(4), [0, 0, 0, 0, math.nan]])
 def test_log_linear_rejects_bad_theta(theta: object) -> None:
     with pytest.raises(InvalidConfigError, match="5 finite numbers"):

@@ -106,20 +106,3 @@ def test_the_controller_is_scored_against_the_oracle_of_its_own_tasks() -> None:
     text = module.theta_report([*grid, *theta_rows], grid)
     assert "| a | 2 | 2.74 | 1/2 | 2/2 | 2/2 |" in text  # sqrt(1.5 * 5) = 2.74
     assert "| all | 2 | | 1/2 | 2/2 | 2/2 |" in text
-
-
-def test_the_step_bounded_controller_moves_the_rate_by_at_most_its_factor() -> None:
-    import numpy as np
-
-    from lrgym.controllers import ControlState
-
-    controller = bias_module().StepBounded([0, 0, 0, 0, 0.0], 1.2, (1e-8, 10.0))  # wants 1.0
-    features = np.array([0.0, 0.0, 0.0, 0.0, 1.0])
-    first = ControlState(step=1, features=None, previous_lr=1e-3, eta0=1e-3, total_steps=9)
-    assert controller.learning_rate(first) == 1e-3  # the first step runs at eta_0
-    up = ControlState(step=2, features=features, previous_lr=1e-3, eta0=1e-3, total_steps=9)
-    assert math.isclose(controller.learning_rate(up), 1.2e-3)
-    near = ControlState(step=3, features=features, previous_lr=0.9, eta0=1e-3, total_steps=9)
-    assert controller.learning_rate(near) == 1.0  # within the bound: the controller's own rate
-    down = ControlState(step=4, features=features, previous_lr=5.0, eta0=1e-3, total_steps=9)
-    assert math.isclose(controller.learning_rate(down), 5.0 / 1.2)

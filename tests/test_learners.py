@@ -94,17 +94,26 @@ def test_killed_ask_tell_runs_resume_to_the_bit_identical_controller(
     algorithm: str, tmp_path: Path
 ) -> None:
     budget = ("--episodes", "24", "--samples", "8")
-    whole = tmp_path / "whole"
-    subprocess.run(train_command(algorithm, whole, *budget), check=True, capture_output=True)
-    # the process backend once: it collects episodes the same way for every learner
-    for workers in ("1", "2") if algorithm == "reps" else ("1",):
-        out = tmp_path / f"killed-{workers}"
-        command = train_command(algorithm, out, *budget, "--workers", workers)
-        kill_after_lines(command, out / "log.jsonl", 1)
-        assert read_checkpoint(out / "checkpoint.json")["episodes"] < 24
-        resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
-        assert resumed.returncode == 0, resumed.stderr
-        assert outcome(out) == outcome(whole)
+    whole = tmp_path / "whole"  # in this process: one torch thread, as the command's
+    train(
+        algorithm,
+        TOY,
+        whole,
+        episodes=24,
+        config={"samples": 8},
+        seed=5,
+        env_kwargs=SHORT,
+        progress=False,
+    )
+    # the process backend once (REPS): it collects episodes the same way for every learner
+    workers = "2" if algorithm == "reps" else "1"
+    out = tmp_path / "killed"
+    command = train_command(algorithm, out, *budget, "--workers", workers)
+    kill_after_lines(command, out / "log.jsonl", 1)
+    assert read_checkpoint(out / "checkpoint.json")["episodes"] < 24
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert outcome(out) == outcome(whole)
 
 
 @pytest.mark.slow

@@ -359,6 +359,33 @@ def test_controller_file_round_trip_and_errors(tmp_path: Path) -> None:
         lrgym.load_controller(tmp_path / "missing.json")
 
 
+def test_a_controller_learned_in_the_bounded_form_keeps_its_bound_in_file_and_evaluation(
+    tmp_path: Path,
+) -> None:
+    bounded = {**SHORT, "max_change": 1.2}
+    train(
+        "random",
+        TOY,
+        tmp_path,
+        episodes=8,
+        config={"samples": 8},
+        env_kwargs=bounded,
+        progress=False,
+    )
+    saved = lrgym.load_controller(tmp_path / "controller.json")
+    assert saved.max_change == 1.2
+    for episode in evaluate_controller(saved, episodes=3, seed=50, keep_curves=True):
+        rates = episode.curves.learning_rates
+        assert np.max(np.abs(np.diff(np.log(rates)))) <= np.log(1.2) + 1e-12
+    # the env applies it too: the largest bias asks for lr_bounds' top from eta_0
+    for max_change, within in ((1.2, True), (None, False)):
+        env = gym.make(TOY, **SHORT, max_change=max_change)
+        env.reset(seed=0)
+        env.step(np.array([0, 0, 0, 0, 1], dtype=np.float32))
+        steps = np.abs(np.diff(np.log(env.unwrapped.last_result.curves.learning_rates)))
+        assert bool(np.max(steps) <= np.log(1.2) + 1e-12) is within
+
+
 def test_evaluate_controller_runs_theta_on_seeded_tasks(uninterrupted: Path) -> None:
     saved = lrgym.load_controller(uninterrupted / "controller.json")
     episodes = evaluate_controller(saved, episodes=3, seed=50, keep_curves=True)

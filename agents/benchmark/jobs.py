@@ -15,7 +15,6 @@ import numpy as np
 import lrgym
 from lrgym.bench.baselines import BASELINES, LR_GRID, get_baselines
 from lrgym.bench.suites import Suite
-from lrgym.controllers import LogLinearController
 from lrgym.controllers.files import SavedController, load_controller
 from lrgym.errors import InvalidConfigError
 from lrgym.features import FeatureConfig
@@ -170,8 +169,7 @@ def _controller(worker: BenchmarkWorker, job: Job, task: lrgym.Task) -> tuple[An
     if "perturb" in spec:
         entry, factor = spec["perturb"]
         theta[int(entry)] *= float(factor)
-    controller = LogLinearController(theta, relative=saved.relative, lr_bounds=saved.lr_bounds)
-    return controller, task
+    return saved.with_theta(theta), task
 
 
 def run_job(worker: BenchmarkWorker, job: Job) -> Outcome:

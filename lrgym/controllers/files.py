@@ -65,10 +65,11 @@ __all__ = [
     "theta_distribution",
 ]
 
-VERSION = 3
+VERSION = 4
 """The newest file format version :func:`load_controller` reads (1: log-linear controllers
-only; 2 adds contextual policies; 3 per-step policies). Each file is written with the oldest
-version that holds it (:attr:`SavedController.format_version`)."""
+only; 2 adds contextual policies; 3 per-step policies; 4 the bounded change per step,
+``max_change``). Each file is written with the oldest version that holds it
+(:attr:`SavedController.format_version`, or 4 with ``max_change``)."""
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 """Where the pretrained controller files lrgym ships lie (``<name>.json``)."""

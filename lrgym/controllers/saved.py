@@ -20,11 +20,14 @@ from typing import Any, ClassVar, TypeAlias
 import numpy as np
 
 from lrgym.controllers.base import DEFAULT_LR_BOUNDS, checked_bounds
-from lrgym.controllers.loglinear import LogLinearController
+from lrgym.controllers.loglinear import LogLinearController, checked_max_change
 from lrgym.errors import InvalidConfigError, LrgymError
 
 FORMAT = "lrgym-controller"
 """The ``format`` entry of every controller file."""
+BOUNDED_VERSION = 4
+"""The file format version of a file with ``max_change`` (older versions, which would ignore
+the bound, refuse it)."""
 
 Observation: TypeAlias = Sequence[float] | np.ndarray
 StartingFeatures: TypeAlias = Observation | Callable[[], Observation] | None
@@ -54,6 +57,8 @@ class SavedController(ABC):
         env_kwargs: that env's keyword arguments (beyond the registered ones).
         relative: whether the controller is the relative form.
         lr_bounds: the clipping range of eta, ``(low, high)``.
+        max_change: the bound on the rate's change per step (a factor ``> 1``; the bounded
+            form, :class:`~lrgym.controllers.loglinear.LogLinearController`), or ``None``.
         features: the feature settings (``gamma``, ``every``, ``estimate``).
         lrgym_version: the lrgym version that wrote the file.
         source: free-form provenance (algorithm, episodes, seed).
@@ -69,6 +74,7 @@ class SavedController(ABC):
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     relative: bool = False
     lr_bounds: tuple[float, float] = DEFAULT_LR_BOUNDS
+    max_change: float | None = None
     features: Mapping[str, Any] = field(default_factory=dict)
     lrgym_version: str = ""
     source: Mapping[str, Any] = field(default_factory=dict)
@@ -78,6 +84,7 @@ class SavedController(ABC):
         object.__setattr__(
             self, "lr_bounds", checked_bounds(finite_floats(self.lr_bounds, 2, "lr_bounds"))
         )
+        object.__setattr__(self, "max_change", checked_max_change(self.max_change))
 
     @abstractmethod
     def theta_for(self, observation: StartingFeatures = None) -> np.ndarray:
@@ -91,15 +98,21 @@ class SavedController(ABC):
 
     def controller_for(self, observation: StartingFeatures = None) -> LogLinearController:
         """The controller for the task whose starting features are ``observation``: the
-        log-linear controller with :meth:`theta_for`, this file's ``relative`` and
-        ``lr_bounds``. Every consumer of controller files (``ControlledLR``, the dynamic envs,
-        evaluation, benchmarks) asks this.
+        log-linear controller with :meth:`theta_for` and this file's form (:meth:`with_theta`).
+        Every consumer of controller files (``ControlledLR``, the dynamic envs, evaluation,
+        benchmarks) asks this.
 
         Raises:
             ControllerKindError: as :meth:`theta_for`.
         """
-        theta = self.theta_for(observation)
-        return LogLinearController(theta, relative=self.relative, lr_bounds=self.lr_bounds)
+        return self.with_theta(self.theta_for(observation))
+
+    def with_theta(self, theta: Observation) -> LogLinearController:
+        """The log-linear controller of ``theta`` in this file's form: its ``relative``,
+        ``lr_bounds`` and ``max_change`` (e.g. for a perturbed ``theta``)."""
+        return LogLinearController(
+            theta, relative=self.relative, lr_bounds=self.lr_bounds, max_change=self.max_change
+        )
 
     def controller(self) -> LogLinearController:
         """The controller where no task is at hand: :meth:`controller_for` with ``None``
@@ -118,7 +131,7 @@ class SavedController(ABC):
         """The file's content (the entries of the kind follow :meth:`_kind_json`)."""
         content: dict[str, Any] = {
             "format": FORMAT,
-            "version": self.format_version,
+            "version": self.format_version if self.max_change is None else BOUNDED_VERSION,
             "lrgym_version": self.lrgym_version,
             "env_id": self.env_id,
             "env_kwargs": dict(self.env_kwargs),
@@ -129,6 +142,8 @@ class SavedController(ABC):
             "features": dict(self.features),
             "source": dict(self.source),
         }
+        if self.max_change is not None:  # files without the bound stay as older versions wrote
+            content["max_change"] = self.max_change
         return {**content, **self._kind_json()}  # keeps the order above, then new entries
 
     @abstractmethod
@@ -143,6 +158,7 @@ class SavedController(ABC):
             "env_kwargs": dict(content.get("env_kwargs", {})),
             "relative": bool(content.get("relative", False)),
             "lr_bounds": finite_floats(content["lr_bounds"], 2, "lr_bounds"),
+            "max_change": content.get("max_change"),
             "features": dict(content.get("features", {})),
             "lrgym_version": str(content.get("lrgym_version", "")),
             "source": dict(content.get("source", {})),

@@ -52,6 +52,7 @@ SHARED_KEYS = (
     "gamma",
     "eval_points",
     "relative",
+    "max_change",
     "theta_center",
     "theta_scale",
     "lr_bounds",
