@@ -62,14 +62,46 @@ def build(kwargs: dict[str, Any]) -> gym.Env:
     return gym.make(MIXTURE_ID, **kwargs)
 
 
+PROBE_RATE = 1e-4
+"""The rate of the probe step (:func:`probe_start`): small enough to leave the network as it
+is, large enough that an update measured as a difference of float32 weights is exact to a few
+digits."""
+
+
+def probe_start(base: Any, theta: Any) -> float:
+    """The rate at which ``theta``'s rule is its own fixed point on the task's first batch.
+
+    One step at :data:`PROBE_RATE` reads the first batch's raw features: ``phi2`` and
+    ``V = phi1 - 2 ln(rate)`` (``phi1`` is ``2 ln eta + V`` with ``V`` measured before the
+    update, so ``V`` does not depend on the rate). On the first step the smoothed features are
+    the raw ones and their uncertainties 0, so ``ln eta = theta1 (2 ln eta + V) + theta2 phi2 +
+    theta5`` has the solution ``(theta1 V + theta2 phi2 + theta5) / (1 - 2 theta1)``, clipped to
+    ``lr_bounds``. The run then starts from that rate instead of eta_0 (a probe of the run's own
+    first batch, made here as a separate one-step run of the same task)."""
+    t1, t2, _, _, t5 = (float(v) for v in theta)
+    if not t1 < 0.5:
+        raise ValueError(f"theta1={t1} >= 0.5: the rule has no fixed point to start from")
+    task = dataclasses.replace(base.task, steps=1, eta0=PROBE_RATE)
+    probe = base.run_controller(LogLinearController(np.zeros(5)), task)
+    phi1, phi2 = probe.curves.raw_features[0]
+    if not (math.isfinite(phi1) and math.isfinite(phi2)):
+        return float(base.settings.lr_bounds[0])
+    log_eta = (t1 * (phi1 - 2 * math.log(PROBE_RATE)) + t2 * phi2 + t5) / (1 - 2 * t1)
+    low, high = base.settings.lr_bounds
+    return float(min(max(math.exp(log_eta), low), high))
+
+
 def run(env: gym.Env, job: tuple[Any, ...]) -> dict[str, Any]:
     """One task of ``family`` (seed ``seed``) trained at the constant rate ``eta``; with a
     fourth entry ``theta``, trained by the log-linear controller ``theta`` from ``eta`` or, where
-    ``eta`` is ``None``, from the task's own eta_0 (the row's ``eta``), and with a fifth,
-    ``max_change``, in the bounded form (``LogLinearController(max_change=...)``)."""
-    family, seed, eta, theta, max_change = (*job, None, None)[:5]
+    ``eta`` is ``None``, from the task's own eta_0 (the row's ``eta``), with a fifth,
+    ``max_change``, in the bounded form (``LogLinearController(max_change=...)``), and with a
+    sixth ``True``, from the probe start (:func:`probe_start`; eta_0 is not used)."""
+    family, seed, eta, theta, max_change, probe = (*job, None, None, False)[:6]
     obs, info = env.reset(seed=seed, options={"family": family})
     base: Any = env.unwrapped
+    if probe:
+        eta = probe_start(base, theta)
     if theta is None or eta is not None:  # a given eta_0 (the constant's, or the controller's)
         task = dataclasses.replace(base.task, eta0=eta)
         env.reset(seed=seed, options={"family": family, "task": task})
@@ -361,6 +393,12 @@ def main() -> None:
         help="with --max-change: start the controller from these eta_0 (SGD families, Adam-type "
         "families) instead of the tasks' own",
     )
+    parser.add_argument(
+        "--probe-start",
+        action="store_true",
+        help="with --max-change: start the controller from the rate at which its rule is its "
+        "own fixed point on the task's first batch (probe_start), whatever eta_0",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     path, at_best = args.out / "runs.csv", args.out / "at_best.csv"
@@ -378,9 +416,12 @@ def main() -> None:
             return args.eta0[0] if members[family].optimizer == "sgd" else args.eta0[1]
 
         jobs_b = [
-            (f, s, start(f), list(args.theta), args.max_change) for f in members for s in args.seeds
+            (f, s, start(f), list(args.theta), args.max_change, args.probe_start)
+            for f in members
+            for s in args.seeds
         ]
         tag = "" if args.eta0 is None else f"_eta0_{args.eta0[0]:g}_{args.eta0[1]:g}"
+        tag += "_probe" if args.probe_start else ""
         out = args.out / f"evaluate_max{args.max_change:g}{tag}.csv"
         run_jobs(jobs_b, kwargs, args.workers, out)
         grid = [r for r in _read(args.out / "evaluate.csv") if r["controller"] == "constant"]
@@ -388,6 +429,8 @@ def main() -> None:
         header = f"theta = {list(args.theta)}, rate change per step at most x{args.max_change:g}"
         if args.eta0 is not None:
             header += f", eta_0 {args.eta0[0]:g} (SGD), {args.eta0[1]:g} (Adam-type)"
+        if args.probe_start:
+            header += ", from the probe start (eta_0 not used)"
         (out.with_suffix(".md")).write_text(f"{header}\n\n{text}")
         print(text)
         return

@@ -122,18 +122,18 @@ def test_a_killed_sb3_run_resumes_to_the_requested_episodes_without_repeating_on
     algorithm: str, tmp_path: Path
 ) -> None:
     out = tmp_path / algorithm
-    command = train_command(algorithm, out, "--episodes", "128")
+    command = train_command(algorithm, out, "--episodes", "64")
     kill_after_lines(command, out / "log.jsonl", 2)
     done = read_checkpoint(out / "checkpoint.json")["episodes"]
-    assert 0 < done < 128
+    assert 0 < done < 64
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     log = log_of(out)
     seeds = [s for row in log for s in row["seeds"]]
-    assert log[-1]["episodes_total"] == 128 == len(seeds) == len(set(seeds))
-    assert read_checkpoint(out / "checkpoint.json")["episodes"] == 128
+    assert log[-1]["episodes_total"] == 64 == len(seeds) == len(set(seeds))
+    assert read_checkpoint(out / "checkpoint.json")["episodes"] == 64
     models = sorted(p.name for p in (out / "models").glob("model-*.zip"))
-    assert models == ["model-000000.zip", "model-000128.zip"]  # older checkpoints pruned
+    assert models == ["model-000000.zip", "model-000064.zip"]  # older checkpoints pruned
 
 
 # --------------------------------------------------------------------------------------------
