@@ -26,7 +26,14 @@ from lrgym.envs import ControllerWrapper
 from lrgym.errors import InvalidConfigError
 from lrgym.registration import bandit_id_of, is_dynamic
 
-BANDIT_ONLY_KWARGS = ("theta_center", "theta_scale", "relative", "max_change", "eval_points")
+BANDIT_ONLY_KWARGS = (
+    "theta_center",
+    "theta_scale",
+    "relative",
+    "max_change",
+    "start",
+    "eval_points",
+)
 """Bandit env arguments a per-step env does not take (dropped when a controller learned on a
 bandit id runs on its dynamic twin)."""
 

@@ -295,6 +295,7 @@ def controller_for(
         return PerStepPolicyFile(policy=policy, **metadata)
     metadata["relative"] = bool(base.relative)
     metadata["max_change"] = base.max_change
+    metadata["start"] = base.start
     if policy is not None:
         center, scale = base.theta_center.tolist(), base.theta_scale.tolist()
         contextual = {**policy, "theta_center": center, "theta_scale": scale}

@@ -46,6 +46,7 @@ the loop cannot tell it from a clipped gradient).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -69,6 +70,10 @@ LOSS_REDUCTIONS = ("mean", "sum")
 
 STATE_VERSION = 1
 """Version of :meth:`ControlledLR.state_dict`'s layout."""
+PROBE_LR = 1e-3
+"""The rate of the probe step of a controller with the probe start (``probes_first_step``):
+the features it measures do not depend on it, up to the rounding of an update measured as a
+difference of weights, which this rate keeps small for every optimiser lrgym trains with."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ class ControlledLR:
             the path of a controller file, a :class:`lrgym.SavedController` (log-linear), or any
             :class:`lrgym.Controller`.
         eta0: the initial learning rate, used until features exist (default: the optimiser's
-            ``lr``).
+            ``lr``; a controller with the probe start, ``start="probe"``, does not use it).
         total_steps: the run's number of steps, for controllers that need it (schedules).
         features: feature settings (default: the controller file's, else
             :class:`lrgym.FeatureConfig`'s defaults).
@@ -147,6 +152,13 @@ class ControlledLR:
             optimizer, self.probe.params, track=self._needs_hypergradient
         )
         self._ahead = bool(getattr(self.controller, "chooses_ahead", False))
+        self._probes = bool(getattr(self.controller, "probes_first_step", False))
+        if self._probes and self._applied_lr is not None:
+            raise InvalidConfigError(
+                f"the controller's probe start needs an optimiser whose update is its lr times "
+                f"a direction, not {type(optimizer).__name__}; use the controller's "
+                "start='eta0'"
+            )
         self.last_step: StepOutcome | None = None
         """The last step's loss, raw features and applied step size."""
         self.controller.reset(self.eta0)
@@ -208,10 +220,13 @@ class ControlledLR:
                 something other than one tensor.
         """
         values = self._check(losses)
-        if self._ahead:
-            self._take_step(values, self._lr)
+        if self._ahead or (self._probes and self.steps_done == 0):
+            if self._probes and self.steps_done == 0:
+                outcome = self._probed_first_step(values)
+            else:
+                outcome = self._take_step(values, self._lr)
             finished = self.total_steps is not None and self.steps_done >= self.total_steps
-            if not finished and self.last_step is not None and math.isfinite(self.last_step.loss):
+            if self._ahead and not finished and math.isfinite(outcome.loss):
                 self._lr = self._ask(math.nan, None)
                 self._set_lr(self._lr)
         else:
@@ -277,9 +292,9 @@ class ControlledLR:
 
     # -- one step ---------------------------------------------------------------------------
 
-    def _ask(self, loss: float, hypergradient: float | None) -> float:
-        """The controller's rate for step ``steps_done + 1``."""
-        t = self.steps_done + 1
+    def _ask(self, loss: float, hypergradient: float | None, step: int | None = None) -> float:
+        """The controller's rate for step ``steps_done + 1`` (or ``step``)."""
+        t = self.steps_done + 1 if step is None else step
         state = ControlState(
             t,
             self.features,
@@ -312,6 +327,33 @@ class ControlledLR:
         values = _per_example_losses(losses)
         self.probe.after_backward(values)
         return values
+
+    def _probed_first_step(self, losses: torch.Tensor) -> StepOutcome:
+        """The first step of a controller with the probe start: the step at :data:`PROBE_LR`
+        measures the first batch's features, the controller picks the rate from them (asked
+        for step 1), and the step is taken again at that rate from the same weights and
+        optimiser state. ``phi1`` is ``2 ln eta + V`` with ``V`` not depending on the rate, so
+        the recorded ``phi1`` moves by ``2 ln(eta / PROBE_LR)``."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        weights = [p.detach().clone() for p in params]
+        state = copy.deepcopy(self.optimizer.state_dict())
+        probe = self._take_step(losses, PROBE_LR)
+        if not math.isfinite(probe.loss):
+            return probe  # a non-finite loss ends the run whatever the rate
+        lr = self._ask(probe.loss, None, step=1)
+        with torch.no_grad():
+            for p, w in zip(params, weights, strict=True):
+                p.copy_(w)
+        self.optimizer.load_state_dict(state)
+        self._set_lr(lr)
+        self._lr = lr
+        self._direction.before_update()
+        self.optimizer.step()
+        self._direction.after_update(lr)
+        shift = 2.0 * (math.log(lr) - math.log(PROBE_LR))
+        self.probe.shift_first_phi1(shift)
+        self.last_step = replace(probe, phi1=probe.phi1 + shift, lr=lr)
+        return self.last_step
 
     def _take_step(self, losses: torch.Tensor, lr: float | Callable[[float], float]) -> StepOutcome:
         loss_value = float(losses.mean())

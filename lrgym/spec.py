@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
 from lrgym.controllers import DEFAULT_LR_BOUNDS
-from lrgym.controllers.loglinear import checked_max_change
+from lrgym.controllers.loglinear import checked_max_change, checked_start
 from lrgym.errors import InvalidConfigError, UnknownSettingError, choice_error
 from lrgym.features import FeatureConfig
 from lrgym.reward import DEFAULT_DIVERGENCE_PENALTY
@@ -180,6 +180,9 @@ class BanditSettings(EnvSettings):
         relative: the relative controller ``eta_t = eta_{t-1} exp(theta^T phi_hat)``.
         max_change: the bounded form: the controller's rate changes by at most this factor
             per step (finite, ``> 1``), or ``None`` (the paper's controller, the default).
+        start: how the controller sets the first step's rate: ``"eta0"`` (the paper's, the
+            default) or ``"probe"`` (the rule's fixed point on the first batch, whatever
+            eta_0; :class:`lrgym.controllers.LogLinearController`).
         theta_center: 5 finite numbers; the raw controller parameters of an action are
             ``theta_center + theta_scale * action``.
         theta_scale: 5 positive finite numbers, see ``theta_center``.
@@ -188,6 +191,7 @@ class BanditSettings(EnvSettings):
     eval_points: int = 10
     relative: bool = False
     max_change: float | None = None
+    start: str = "eta0"
     theta_center: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, -5.0)
     theta_scale: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 10.0)
 
@@ -206,6 +210,7 @@ class BanditSettings(EnvSettings):
             raise InvalidConfigError(f"theta_scale={list(self.theta_scale)!r} must be positive")
         self._set("relative", bool(self.relative))
         self._set("max_change", checked_max_change(self.max_change))
+        self._set("start", checked_start(self.start, self.relative))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -62,46 +62,16 @@ def build(kwargs: dict[str, Any]) -> gym.Env:
     return gym.make(MIXTURE_ID, **kwargs)
 
 
-PROBE_RATE = 1e-4
-"""The rate of the probe step (:func:`probe_start`): small enough to leave the network as it
-is, large enough that an update measured as a difference of float32 weights is exact to a few
-digits."""
-
-
-def probe_start(base: Any, theta: Any) -> float:
-    """The rate at which ``theta``'s rule is its own fixed point on the task's first batch.
-
-    One step at :data:`PROBE_RATE` reads the first batch's raw features: ``phi2`` and
-    ``V = phi1 - 2 ln(rate)`` (``phi1`` is ``2 ln eta + V`` with ``V`` measured before the
-    update, so ``V`` does not depend on the rate). On the first step the smoothed features are
-    the raw ones and their uncertainties 0, so ``ln eta = theta1 (2 ln eta + V) + theta2 phi2 +
-    theta5`` has the solution ``(theta1 V + theta2 phi2 + theta5) / (1 - 2 theta1)``, clipped to
-    ``lr_bounds``. The run then starts from that rate instead of eta_0 (a probe of the run's own
-    first batch, made here as a separate one-step run of the same task)."""
-    t1, t2, _, _, t5 = (float(v) for v in theta)
-    if not t1 < 0.5:
-        raise ValueError(f"theta1={t1} >= 0.5: the rule has no fixed point to start from")
-    task = dataclasses.replace(base.task, steps=1, eta0=PROBE_RATE)
-    probe = base.run_controller(LogLinearController(np.zeros(5)), task)
-    phi1, phi2 = probe.curves.raw_features[0]
-    if not (math.isfinite(phi1) and math.isfinite(phi2)):
-        return float(base.settings.lr_bounds[0])
-    log_eta = (t1 * (phi1 - 2 * math.log(PROBE_RATE)) + t2 * phi2 + t5) / (1 - 2 * t1)
-    low, high = base.settings.lr_bounds
-    return float(min(max(math.exp(log_eta), low), high))
-
-
 def run(env: gym.Env, job: tuple[Any, ...]) -> dict[str, Any]:
     """One task of ``family`` (seed ``seed``) trained at the constant rate ``eta``; with a
     fourth entry ``theta``, trained by the log-linear controller ``theta`` from ``eta`` or, where
     ``eta`` is ``None``, from the task's own eta_0 (the row's ``eta``), with a fifth,
     ``max_change``, in the bounded form (``LogLinearController(max_change=...)``), and with a
-    sixth ``True``, from the probe start (:func:`probe_start`; eta_0 is not used)."""
+    sixth ``True``, from the probe start (``start="probe"``: eta_0 is not used, the row's
+    ``eta`` is the first step's rate)."""
     family, seed, eta, theta, max_change, probe = (*job, None, None, False)[:6]
     obs, info = env.reset(seed=seed, options={"family": family})
     base: Any = env.unwrapped
-    if probe:
-        eta = probe_start(base, theta)
     if theta is None or eta is not None:  # a given eta_0 (the constant's, or the controller's)
         task = dataclasses.replace(base.task, eta0=eta)
         env.reset(seed=seed, options={"family": family, "task": task})
@@ -109,12 +79,15 @@ def run(env: gym.Env, job: tuple[Any, ...]) -> dict[str, Any]:
         theta = [0.0, 0.0, 0.0, 0.0, math.log(eta)]
     elif eta is None:
         eta = float(info["task"]["eta0"])
-    if max_change is None:
+    if max_change is None and not probe:
         _, _, _, _, step = env.step(base.theta_to_action(theta))
     else:
-        bounds = base.settings.lr_bounds
-        controller = LogLinearController(theta, lr_bounds=bounds, max_change=max_change)
+        bounds, start = base.settings.lr_bounds, "probe" if probe else "eta0"
+        controller = LogLinearController(
+            theta, lr_bounds=bounds, max_change=max_change, start=start
+        )
         result = base.run_controller(controller, base.task)
+        eta = float(result.curves.learning_rates[0]) if probe else eta
         step = {
             "curves": result.curves,
             "final_train_loss": result.final_train_loss,
@@ -361,6 +334,13 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True, help="folder for runs.csv, report.md")
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=None,
+        help="with --theta: the training tasks' grid (default: --out's runs.csv), for the "
+        "families' training constants beside held-out seeds evaluated into another --out",
+    )
     parser.add_argument("--report-only", action="store_true", help="report the CSVs in --out")
     parser.add_argument(
         "--at-best",
@@ -381,7 +361,8 @@ def main() -> None:
         "--max-change",
         type=float,
         default=None,
-        help="with --theta: bound the rate's change per step to this factor (the bounded form); "
+        help="with --theta: bound the rate's change per step to this factor (the bounded form; "
+        "0: no bound); "
         "the grid is read from evaluate.csv, only the controller runs",
     )
     parser.add_argument(
@@ -396,12 +377,12 @@ def main() -> None:
     parser.add_argument(
         "--probe-start",
         action="store_true",
-        help="with --max-change: start the controller from the rate at which its rule is its "
-        "own fixed point on the task's first batch (probe_start), whatever eta_0",
+        help="with --max-change (none: 0): start the controller from the rate at which its rule "
+        "is its own fixed point on the task's first batch (start='probe'), whatever eta_0",
     )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    path, at_best = args.out / "runs.csv", args.out / "at_best.csv"
+    path, at_best = args.runs or args.out / "runs.csv", args.out / "at_best.csv"
     kwargs: dict[str, Any] = {"data_root": args.data_root, "download": False}
     if args.include:
         kwargs["include"] = args.include
@@ -416,7 +397,7 @@ def main() -> None:
             return args.eta0[0] if members[family].optimizer == "sgd" else args.eta0[1]
 
         jobs_b = [
-            (f, s, start(f), list(args.theta), args.max_change, args.probe_start)
+            (f, s, start(f), list(args.theta), args.max_change or None, args.probe_start)
             for f in members
             for s in args.seeds
         ]
@@ -426,7 +407,8 @@ def main() -> None:
         run_jobs(jobs_b, kwargs, args.workers, out)
         grid = [r for r in _read(args.out / "evaluate.csv") if r["controller"] == "constant"]
         text = theta_report([*grid, *_read(out)], _read(path))
-        header = f"theta = {list(args.theta)}, rate change per step at most x{args.max_change:g}"
+        bound = f"at most x{args.max_change:g}" if args.max_change else "unbounded"
+        header = f"theta = {list(args.theta)}, rate change per step {bound}"
         if args.eta0 is not None:
             header += f", eta_0 {args.eta0[0]:g} (SGD), {args.eta0[1]:g} (Adam-type)"
         if args.probe_start:

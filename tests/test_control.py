@@ -553,3 +553,80 @@ def test_readme_example_runs_and_learns() -> None:
     losses = namespace["losses"]
     assert isinstance(losses, torch.Tensor) and float(losses.mean()) < 0.3
     assert 1e-4 < float(namespace["lr"]) < 1.0  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# the probe start
+
+
+FIXED_POINT_THETA = [-0.9164, 0.976, 0.0, 0.0, -5.6143]
+
+
+def probe_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+
+
+def first_direction(name: str, model: nn.Module, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The optimiser's first update direction ``d`` (``dw = -lr d``), written out in float64."""
+    if name == "sgd":  # momentum: the first buffer is the gradient
+        return grads
+    eps, decay = 1e-8, 0.01  # AdamW's: m_hat = g, v_hat = g^2 on the first step
+    weights = [p.detach().double() for p in model.parameters()]
+    return [g / (g.abs() + eps) + decay * w for g, w in zip(grads, weights, strict=True)]
+
+
+def make_optimizer(name: str, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_the_probe_start_steps_at_the_rule_s_fixed_point_of_a_float64_reference(name: str) -> None:
+    x, y = torch.randn(16, 6, generator=torch.Generator().manual_seed(1)), torch.arange(16) % 3
+    # reference: per-example gradients in float64, the rule's fixed point in closed form
+    reference = copy.deepcopy(probe_model()).double()
+    losses = F.cross_entropy(reference(x.double()), y, reduction="none")
+    per_example = [
+        torch.autograd.grad(loss, list(reference.parameters()), retain_graph=True)
+        for loss in losses
+    ]
+    mean = [torch.stack(g).mean(0) for g in zip(*per_example, strict=True)]
+    d = first_direction(name, reference, mean)
+    df = torch.stack(
+        [sum((gi * di).sum() for gi, di in zip(g, d, strict=True)) for g in per_example]
+    )
+    v, phi2 = math.log(float(df.var())), math.log(float(losses.detach().var()))
+    t1, t2, _, _, t5 = FIXED_POINT_THETA
+    expected = math.exp((t1 * v + t2 * phi2 + t5) / (1 - 2 * t1))
+
+    rates, weights = [], []
+    for eta0 in (1e-5, 1.0):  # eta_0 is not used
+        model = probe_model()
+        optimizer = make_optimizer(name, model, eta0)
+        controller = LogLinearController(FIXED_POINT_THETA, start="probe")
+        control = lrgym.ControlledLR(model, optimizer, controller)
+        losses32 = F.cross_entropy(model(x), y, reduction="none")
+        losses32.mean().backward()
+        control.step(losses32)
+        rates.append(control.last_step.lr)
+        weights.append([p.detach().clone() for p in model.parameters()])
+        assert control.lr == pytest.approx(control.last_step.lr, rel=1e-6)  # its fixed point
+    assert rates[0] == rates[1] and rates[0] == pytest.approx(expected, rel=1e-4)
+    # the step taken is the optimiser's own first step at that rate, from the same state
+    plain = probe_model()
+    optimizer = make_optimizer(name, plain, rates[0])
+    F.cross_entropy(plain(x), y).backward()
+    optimizer.step()
+    for got in weights:
+        for a, b in zip(got, plain.parameters(), strict=True):
+            assert torch.equal(a, b.detach())
+
+
+def test_the_probe_start_is_refused_for_an_optimiser_that_sets_its_own_step() -> None:
+    prodigyopt = pytest.importorskip("prodigyopt")
+    model = probe_model()
+    optimizer = prodigyopt.Prodigy(model.parameters(), lr=1.0)
+    with pytest.raises(InvalidConfigError, match=r"probe start.*start='eta0'"):
+        lrgym.ControlledLR(model, optimizer, LogLinearController(np.zeros(5), start="probe"))

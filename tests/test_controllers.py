@@ -77,6 +77,43 @@ def test_bounded_form_rejects_a_factor_that_is_not_above_1(max_change: object) -
         LogLinearController(np.zeros(5), max_change=max_change)  # type: ignore[arg-type]
 
 
+def test_probe_start_returns_the_rate_its_rule_maps_to_itself_by_bisection() -> None:
+    theta = np.array([-0.9164, 0.976, 0.3, -0.2, -5.6143])
+    probe_rate, probe = 1e-3, np.array([-12.0, -1.5, 0.0, 0.0, 1.0])  # phi_hat at the probe
+    v = probe[0] - 2 * math.log(probe_rate)  # phi1 = 2 ln eta + V
+
+    def excess(log_eta: float) -> float:  # the rule's log-rate minus the rate it was fed
+        return float(theta @ [2 * log_eta + v, *probe[1:]]) - log_eta
+
+    low, high = -30.0, 10.0  # excess falls with log_eta: bisection in float64
+    for _ in range(200):
+        middle = (low + high) / 2
+        low, high = (middle, high) if excess(middle) > 0 else (low, middle)
+    controller = LogLinearController(theta, start="probe")
+    assert controller.probes_first_step
+    first = ControlState(1, probe, probe_rate, eta0=0.5, total_steps=100)
+    assert controller.learning_rate(first) == pytest.approx(math.exp(low), rel=1e-12)
+    # later steps follow the rule itself, as without the probe start
+    later = ControlState(2, PHI, 0.02, eta0=0.5, total_steps=100)
+    assert controller.learning_rate(later) == LogLinearController(theta).learning_rate(later)
+
+
+def test_probe_start_falls_back_to_eta0_where_the_rule_has_no_fixed_point() -> None:
+    probe = np.array([-12.0, -1.5, 0.0, 0.0, 1.0])
+    first = ControlState(1, probe, 1e-3, eta0=0.5, total_steps=100)
+    assert LogLinearController([0.5, 0, 0, 0, -3], start="probe").learning_rate(first) == 0.5
+    first = ControlState(1, probe * math.nan, 1e-3, eta0=0.5, total_steps=100)
+    assert LogLinearController(np.zeros(5), start="probe").learning_rate(first) == 0.5
+    assert not LogLinearController(np.zeros(5)).probes_first_step
+
+
+def test_probe_start_is_refused_for_the_relative_form_and_unknown_starts() -> None:
+    with pytest.raises(InvalidConfigError, match="absolute form"):
+        LogLinearController(np.zeros(5), relative=True, start="probe")
+    with pytest.raises(InvalidConfigError, match=r"start='eta_0'.*'eta0', 'probe'"):
+        LogLinearController(np.zeros(5), start="eta_0")
+
+
 @pytest.mark.parametrize("theta", [np.ones(4), [0, 0, 0, 0, math.nan]])
 def test_log_linear_rejects_bad_theta(theta: object) -> None:
     with pytest.raises(InvalidConfigError, match="5 finite numbers"):

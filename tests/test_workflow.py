@@ -386,6 +386,42 @@ def test_a_controller_learned_in_the_bounded_form_keeps_its_bound_in_file_and_ev
         assert bool(np.max(steps) <= np.log(1.2) + 1e-12) is within
 
 
+def test_a_controller_learned_with_the_probe_start_runs_the_same_from_every_eta0(
+    tmp_path: Path,
+) -> None:
+    probing = {**SHORT, "start": "probe"}
+    train(
+        "random",
+        TOY,
+        tmp_path,
+        episodes=8,
+        config={"samples": 8},
+        env_kwargs=probing,
+        progress=False,
+    )
+    saved = lrgym.load_controller(tmp_path / "controller.json")
+    assert saved.start == "probe" and saved.controller().probes_first_step
+    content = json.loads((tmp_path / "controller.json").read_text())
+    assert content["version"] == 4 and content["start"] == "probe"
+    # the env, and ControlledLR through the file: eta_0 changes nothing
+    env = gym.make(TOY, **probing)
+    theta = np.array([-0.9164, 0.976, 0.0, 0.0, -5.6143])
+    curves = []
+    for eta0 in (1e-5, 1.0):
+        env.reset(seed=4)
+        task = dataclasses.replace(env.unwrapped.task, eta0=eta0)
+        env.reset(seed=4, options={"task": task})
+        env.step(env.unwrapped.theta_to_action(theta))
+        curves.append(env.unwrapped.last_result.curves)
+    assert curves[0] == curves[1]
+    # evaluation applies the file's start: the first step is already at the rule's fixed point
+    fixed = dataclasses.replace(saved, theta=tuple(theta))
+    for episode in evaluate_controller(fixed, episodes=2, seed=9, keep_curves=True):
+        rates = episode.curves.learning_rates
+        assert rates[1] == pytest.approx(rates[0], rel=1e-3)
+        assert rates[1] != pytest.approx(rates[2], rel=1e-3)  # the rate moves from then on
+
+
 def test_evaluate_controller_runs_theta_on_seeded_tasks(uninterrupted: Path) -> None:
     saved = lrgym.load_controller(uninterrupted / "controller.json")
     episodes = evaluate_controller(saved, episodes=3, seed=50, keep_curves=True)

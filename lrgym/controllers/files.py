@@ -67,9 +67,9 @@ __all__ = [
 
 VERSION = 4
 """The newest file format version :func:`load_controller` reads (1: log-linear controllers
-only; 2 adds contextual policies; 3 per-step policies; 4 the bounded change per step,
-``max_change``). Each file is written with the oldest version that holds it
-(:attr:`SavedController.format_version`, or 4 with ``max_change``)."""
+only; 2 adds contextual policies; 3 per-step policies; 4 the controller's form,
+``max_change`` and ``start``). Each file is written with the oldest version that holds it
+(:attr:`SavedController.format_version`, or 4 with ``max_change`` or ``start``)."""
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 """Where the pretrained controller files lrgym ships lie (``<name>.json``)."""

@@ -8,7 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from lrgym.controllers.base import DEFAULT_LR_BOUNDS, Controller, ControlState, checked_bounds
-from lrgym.errors import InvalidConfigError
+from lrgym.errors import InvalidConfigError, choice_error
+
+STARTS = ("eta0", "probe")
+"""How a log-linear controller sets the first step's rate: ``"eta0"`` (the paper's) or
+``"probe"`` (the rule's fixed point on the first batch)."""
 
 
 class LogLinearController(Controller):
@@ -26,16 +30,31 @@ class LogLinearController(Controller):
     from that rate's (``docs/mixture``); the bound turns the jump into a ramp the features can
     follow.
 
+    With ``start="probe"`` (an option, not the paper's: the probe start) the first step does not
+    run at eta_0. :class:`lrgym.ControlledLR` first measures the first batch's features along
+    the optimiser's first update (a probe it undoes), and the controller starts at the rate at
+    which its own rule is its fixed point: on the first step ``phi_hat = [2 ln eta + V, phi2,
+    0, 0, 1]`` with ``V = ln Var_i(grad f_i^T d)`` independent of the rate, so ``ln eta =
+    theta^T phi_hat`` has the one solution ``(theta^T phi_hat_probe - 2 theta1 ln r) /
+    (1 - 2 theta1)``, where ``phi_hat_probe`` was measured at the probe's rate ``r``. eta_0 is then
+    never used: the run is the same from every eta_0. From the bottom, the middle and the top of
+    the eta_0 ranges the paper's start lets one ``theta`` jump to rates that wreck the run
+    (``docs/mixture``); the probe start begins where the rule would settle.
+
     Args:
         theta: 5 controller parameters, one per entry of ``phi_hat``.
         relative: use the relative form.
         lr_bounds: ``(low, high)`` clipping range of eta.
         max_change: the largest factor by which the rate may change per step (finite,
             ``> 1``), or ``None`` for no bound (the paper's controller).
+        start: ``"eta0"`` (the paper's) or ``"probe"`` (see above; the absolute form only;
+            where ``theta[0] >= 0.5`` the rule has no fixed point and the first step runs at
+            eta_0).
 
     Raises:
-        InvalidConfigError: ``theta`` is not 5 finite numbers, or ``lr_bounds`` or
-            ``max_change`` is out of range.
+        InvalidConfigError: ``theta`` is not 5 finite numbers, ``lr_bounds`` or
+            ``max_change`` is out of range, or ``start`` is unknown (or ``"probe"`` with
+            ``relative=True``).
     """
 
     chooses_ahead = True
@@ -47,6 +66,7 @@ class LogLinearController(Controller):
         relative: bool = False,
         lr_bounds: Sequence[float] = DEFAULT_LR_BOUNDS,
         max_change: float | None = None,
+        start: str = "eta0",
     ) -> None:
         self.theta = np.asarray(theta, dtype=np.float64).reshape(-1)
         if self.theta.shape != (5,) or not np.all(np.isfinite(self.theta)):
@@ -55,10 +75,16 @@ class LogLinearController(Controller):
         low, high = checked_bounds(lr_bounds)
         self._log_low, self._log_high = math.log(low), math.log(high)
         self.max_change = checked_max_change(max_change)
+        self.start = checked_start(start, self.relative)
+        self.probes_first_step = self.start == "probe"
+        """Whether :class:`lrgym.ControlledLR` probes the first batch for this controller: it
+        is then asked at step 1 with the probe's features (``previous_lr`` the probe's rate)."""
 
     def learning_rate(self, state: ControlState) -> float:
         if state.features is None:
             return min(max(state.eta0, math.exp(self._log_low)), math.exp(self._log_high))
+        if self.probes_first_step and state.step == 1:
+            return self._fixed_point(state)
         log_lr = float(self.theta @ state.features)
         if self.relative:
             log_lr += math.log(state.previous_lr)
@@ -69,6 +95,38 @@ class LogLinearController(Controller):
             return eta
         previous = state.previous_lr  # inside lr_bounds: every rate before was clipped to them
         return min(max(eta, previous / self.max_change), previous * self.max_change)
+
+    def _fixed_point(self, state: ControlState) -> float:
+        """The probe start: the rate whose own first-step features the rule maps to itself
+        (the probe's features were measured at ``state.previous_lr``); eta_0 where the probe
+        gave no finite features or ``theta[0] >= 0.5`` (no fixed point)."""
+        assert state.features is not None
+        theta1 = float(self.theta[0])
+        log_probe = math.log(state.previous_lr)
+        slope = 1.0 - 2.0 * theta1
+        log_lr = math.nan
+        if slope > 0.0:
+            log_lr = (float(self.theta @ state.features) - 2.0 * theta1 * log_probe) / slope
+        if not math.isfinite(log_lr):
+            return min(max(state.eta0, math.exp(self._log_low)), math.exp(self._log_high))
+        return math.exp(min(max(log_lr, self._log_low), self._log_high))
+
+
+def checked_start(start: str, relative: bool) -> str:
+    """``start`` after checking that the controller can start that way.
+
+    Raises:
+        InvalidConfigError: ``start`` is not one of :data:`STARTS`, or is ``"probe"`` for the
+            relative form.
+    """
+    if start not in STARTS:
+        raise choice_error("start", start, STARTS)
+    if start == "probe" and relative:
+        raise InvalidConfigError(
+            "start='probe' needs the absolute form: the relative form's rule has no fixed "
+            "rate to start from; use relative=False or start='eta0'"
+        )
+    return start
 
 
 def checked_max_change(max_change: float | None) -> float | None:

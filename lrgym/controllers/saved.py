@@ -20,14 +20,14 @@ from typing import Any, ClassVar, TypeAlias
 import numpy as np
 
 from lrgym.controllers.base import DEFAULT_LR_BOUNDS, checked_bounds
-from lrgym.controllers.loglinear import LogLinearController, checked_max_change
+from lrgym.controllers.loglinear import LogLinearController, checked_max_change, checked_start
 from lrgym.errors import InvalidConfigError, LrgymError
 
 FORMAT = "lrgym-controller"
 """The ``format`` entry of every controller file."""
-BOUNDED_VERSION = 4
-"""The file format version of a file with ``max_change`` (older versions, which would ignore
-the bound, refuse it)."""
+FORM_VERSION = 4
+"""The file format version of a file with ``max_change`` or ``start`` (older versions, which
+would ignore them, refuse it)."""
 
 Observation: TypeAlias = Sequence[float] | np.ndarray
 StartingFeatures: TypeAlias = Observation | Callable[[], Observation] | None
@@ -59,6 +59,8 @@ class SavedController(ABC):
         lr_bounds: the clipping range of eta, ``(low, high)``.
         max_change: the bound on the rate's change per step (a factor ``> 1``; the bounded
             form, :class:`~lrgym.controllers.loglinear.LogLinearController`), or ``None``.
+        start: how the controller sets the first step's rate, ``"eta0"`` or ``"probe"``
+            (:class:`~lrgym.controllers.loglinear.LogLinearController`).
         features: the feature settings (``gamma``, ``every``, ``estimate``).
         lrgym_version: the lrgym version that wrote the file.
         source: free-form provenance (algorithm, episodes, seed).
@@ -75,6 +77,7 @@ class SavedController(ABC):
     relative: bool = False
     lr_bounds: tuple[float, float] = DEFAULT_LR_BOUNDS
     max_change: float | None = None
+    start: str = "eta0"
     features: Mapping[str, Any] = field(default_factory=dict)
     lrgym_version: str = ""
     source: Mapping[str, Any] = field(default_factory=dict)
@@ -85,6 +88,7 @@ class SavedController(ABC):
             self, "lr_bounds", checked_bounds(finite_floats(self.lr_bounds, 2, "lr_bounds"))
         )
         object.__setattr__(self, "max_change", checked_max_change(self.max_change))
+        object.__setattr__(self, "start", checked_start(self.start, self.relative))
 
     @abstractmethod
     def theta_for(self, observation: StartingFeatures = None) -> np.ndarray:
@@ -109,9 +113,13 @@ class SavedController(ABC):
 
     def with_theta(self, theta: Observation) -> LogLinearController:
         """The log-linear controller of ``theta`` in this file's form: its ``relative``,
-        ``lr_bounds`` and ``max_change`` (e.g. for a perturbed ``theta``)."""
+        ``lr_bounds``, ``max_change`` and ``start`` (e.g. for a perturbed ``theta``)."""
         return LogLinearController(
-            theta, relative=self.relative, lr_bounds=self.lr_bounds, max_change=self.max_change
+            theta,
+            relative=self.relative,
+            lr_bounds=self.lr_bounds,
+            max_change=self.max_change,
+            start=self.start,
         )
 
     def controller(self) -> LogLinearController:
@@ -131,7 +139,7 @@ class SavedController(ABC):
         """The file's content (the entries of the kind follow :meth:`_kind_json`)."""
         content: dict[str, Any] = {
             "format": FORMAT,
-            "version": self.format_version if self.max_change is None else BOUNDED_VERSION,
+            "version": self.format_version if self._paper_form else FORM_VERSION,
             "lrgym_version": self.lrgym_version,
             "env_id": self.env_id,
             "env_kwargs": dict(self.env_kwargs),
@@ -142,9 +150,15 @@ class SavedController(ABC):
             "features": dict(self.features),
             "source": dict(self.source),
         }
-        if self.max_change is not None:  # files without the bound stay as older versions wrote
+        if not self._paper_form:  # files of the paper's form stay as older versions wrote them
             content["max_change"] = self.max_change
+            content["start"] = self.start
         return {**content, **self._kind_json()}  # keeps the order above, then new entries
+
+    @property
+    def _paper_form(self) -> bool:
+        """Whether the controller has neither the bounded form nor the probe start."""
+        return self.max_change is None and self.start == "eta0"
 
     @abstractmethod
     def _kind_json(self) -> dict[str, Any]:
@@ -159,6 +173,7 @@ class SavedController(ABC):
             "relative": bool(content.get("relative", False)),
             "lr_bounds": finite_floats(content["lr_bounds"], 2, "lr_bounds"),
             "max_change": content.get("max_change"),
+            "start": content.get("start", "eta0"),
             "features": dict(content.get("features", {})),
             "lrgym_version": str(content.get("lrgym_version", "")),
             "source": dict(content.get("source", {})),

@@ -108,7 +108,7 @@ class StepSizeControlEnv(TrainingTaskEnv):
     ``subset_fraction``, ``steps``, ``batch_size`` and ``lr``), the features (``gamma``,
     ``feature_every``, ``feature_estimate``), the reward (``eval_points``, ``eval_size``,
     ``divergence_penalty``), ``test_size``, the controller (``relative``, ``max_change``,
-    ``lr_bounds``, ``theta_center``, ``theta_scale``) and where it runs (``data_root``,
+    ``start``, ``lr_bounds``, ``theta_center``, ``theta_scale``) and where it runs (``data_root``,
     ``download``, ``device``, ``memory_format``). An unknown key raises
     :class:`lrgym.errors.UnknownSettingError` (a ``TypeError``) naming the close matches; a
     bad value :class:`lrgym.errors.InvalidConfigError`.
@@ -168,6 +168,7 @@ class StepSizeControlEnv(TrainingTaskEnv):
             relative=settings.relative,
             lr_bounds=settings.lr_bounds,
             max_change=settings.max_change,
+            start=settings.start,
         )
         result = self.run_controller(controller, self._task)
         self._task, self.last_result = None, result

@@ -53,6 +53,7 @@ SHARED_KEYS = (
     "eval_points",
     "relative",
     "max_change",
+    "start",
     "theta_center",
     "theta_scale",
     "lr_bounds",

@@ -150,6 +150,18 @@ class StepProbe:
         self._plan = self._before_forward()
         return phi1, phi2
 
+    def shift_first_phi1(self, shift: float) -> None:
+        """Move the first step's ``phi1`` (its smoothed average, which it initialised) by
+        ``shift``: ``2 ln(eta / r)`` when the step measured at rate ``r`` was taken at ``eta``
+        (the probe start of :class:`lrgym.ControlledLR`).
+
+        Raises:
+            RuntimeError: called after another step than the first.
+        """
+        if self.steps_done != 1:
+            raise RuntimeError(f"shift_first_phi1 after step {self.steps_done}, not the first")
+        self.smoother.average[0] += shift  # NaN (no phi1 yet) stays NaN
+
     def features(self) -> np.ndarray | None:
         """``phi_hat = [a1, a2, u1, u2, 1]`` after the last step (``None`` before the first)."""
         return self.smoother.vector() if self.steps_done else None
