@@ -359,20 +359,20 @@ def test_controller_file_round_trip_and_errors(tmp_path: Path) -> None:
         lrgym.load_controller(tmp_path / "missing.json")
 
 
+def learned_in_form(out: Path, **form: Any) -> lrgym.SavedController:
+    """The controller file of one random-search iteration on Toy with the controller ``form``
+    (``max_change``, ``start``)."""
+    env_kwargs = {**SHORT, **form}
+    train(
+        "random", TOY, out, episodes=8, config={"samples": 8}, env_kwargs=env_kwargs, progress=False
+    )
+    return lrgym.load_controller(out / "controller.json")
+
+
 def test_a_controller_learned_in_the_bounded_form_keeps_its_bound_in_file_and_evaluation(
     tmp_path: Path,
 ) -> None:
-    bounded = {**SHORT, "max_change": 1.2}
-    train(
-        "random",
-        TOY,
-        tmp_path,
-        episodes=8,
-        config={"samples": 8},
-        env_kwargs=bounded,
-        progress=False,
-    )
-    saved = lrgym.load_controller(tmp_path / "controller.json")
+    saved = learned_in_form(tmp_path, max_change=1.2)
     assert saved.max_change == 1.2
     for episode in evaluate_controller(saved, episodes=3, seed=50, keep_curves=True):
         rates = episode.curves.learning_rates
@@ -389,22 +389,12 @@ def test_a_controller_learned_in_the_bounded_form_keeps_its_bound_in_file_and_ev
 def test_a_controller_learned_with_the_probe_start_runs_the_same_from_every_eta0(
     tmp_path: Path,
 ) -> None:
-    probing = {**SHORT, "start": "probe"}
-    train(
-        "random",
-        TOY,
-        tmp_path,
-        episodes=8,
-        config={"samples": 8},
-        env_kwargs=probing,
-        progress=False,
-    )
-    saved = lrgym.load_controller(tmp_path / "controller.json")
+    saved = learned_in_form(tmp_path, start="probe")
     assert saved.start == "probe" and saved.controller().probes_first_step
     content = json.loads((tmp_path / "controller.json").read_text())
     assert content["version"] == 4 and content["start"] == "probe"
     # the env, and ControlledLR through the file: eta_0 changes nothing
-    env = gym.make(TOY, **probing)
+    env = gym.make(TOY, **SHORT, start="probe")
     theta = np.array([-0.9164, 0.976, 0.0, 0.0, -5.6143])
     curves = []
     for eta0 in (1e-5, 1.0):
