@@ -40,8 +40,11 @@ class ControlState:
     Attributes:
         step: the 1-based index of the step being taken.
         features: ``phi_hat = [a1, a2, u1, u2, 1]`` after the previous step (float64, ``(5,)``),
-            or ``None`` before the first step, when no features exist yet.
-        previous_lr: the learning rate of the previous step (eta_0 before the first).
+            or ``None`` before the first step, when no features exist yet. For a controller
+            that sets :attr:`Controller.probes_first_step`, step 1's rate is asked with the
+            features of the probe of the first batch.
+        previous_lr: the learning rate of the previous step (eta_0 before the first; the
+            probe's rate when step 1 is asked with the probe's features).
         eta0: the task's initial learning rate.
         total_steps: the run's number of steps.
         loss: this step's mini-batch loss (at the weights before the update); NaN for
@@ -68,6 +71,12 @@ class Controller(ABC):
     needs_hypergradient: bool = False
     """Set to ``True`` to receive :attr:`ControlState.hypergradient` (the default path skips
     it)."""
+
+    probes_first_step: bool = False
+    """Set to ``True`` to be asked for step 1's rate with the features of a probe of the
+    first batch (:class:`lrgym.ControlledLR` takes the first step at the probe's rate, asks,
+    undoes the step and takes it again at the rate returned), as the log-linear controller's
+    probe start does."""
 
     chooses_ahead: bool = False
     """Set to ``True`` when the rate for step ``t`` depends only on ``features`` (phi_hat after

@@ -77,8 +77,6 @@ class LogLinearController(Controller):
         self.max_change = checked_max_change(max_change)
         self.start = checked_start(start, self.relative)
         self.probes_first_step = self.start == "probe"
-        """Whether :class:`lrgym.ControlledLR` probes the first batch for this controller: it
-        is then asked at step 1 with the probe's features (``previous_lr`` the probe's rate)."""
 
     def learning_rate(self, state: ControlState) -> float:
         if state.features is None:
