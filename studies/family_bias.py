@@ -68,8 +68,9 @@ def run(env: gym.Env, job: tuple[Any, ...]) -> dict[str, Any]:
     ``eta`` is ``None``, from the task's own eta_0 (the row's ``eta``), with a fifth,
     ``max_change``, in the bounded form (``LogLinearController(max_change=...)``), and with a
     sixth ``True``, from the probe start (``start="probe"``: eta_0 is not used, the row's
-    ``eta`` is the first step's rate)."""
-    family, seed, eta, theta, max_change, probe = (*job, None, None, False)[:6]
+    ``eta`` is the first step's rate); a seventh names the controller in the row (default
+    ``"theta"``)."""
+    family, seed, eta, theta, max_change, probe, label = (*job, None, None, False, "theta")[:7]
     obs, info = env.reset(seed=seed, options={"family": family})
     base: Any = env.unwrapped
     if theta is None or eta is not None:  # a given eta_0 (the constant's, or the controller's)
@@ -108,7 +109,7 @@ def run(env: gym.Env, job: tuple[Any, ...]) -> dict[str, Any]:
         "diverged": bool(step["diverged"]),
         "phi1_run": float(phi_run[0]),
         "phi2_run": float(phi_run[1]),
-        "controller": "constant" if job[3:] == () else "theta",
+        "controller": "constant" if job[3:] == () else label,
     }
 
 
@@ -294,6 +295,46 @@ def theta_report(rows: list[dict[str, Any]], train_rows: list[dict[str, Any]]) -
     return "\n".join(lines) + "\n"
 
 
+def perturbed(theta: list[float], factor: float) -> list[tuple[str, list[float]]]:
+    """Each single-entry perturbation of ``theta`` by ``1 +- factor`` (entries that are 0 stay
+    0 and are left out), labelled ``theta[k] x1.2``."""
+    variants = []
+    for k, value in enumerate(theta):
+        for scale in (1 + factor, 1 - factor):
+            if value != 0:
+                changed = list(theta)
+                changed[k] = value * scale
+                variants.append((f"theta[{k}] x{scale:g}", changed))
+    return variants
+
+
+def perturbation_report(rows: list[dict[str, Any]], reference: list[dict[str, Any]]) -> str:
+    """Per perturbed controller (``rows``): on how many tasks its final training loss is within
+    2x of the unperturbed controller's (``reference``), and the worst ratio."""
+    base = {(r["family"], r["seed"]): _loss(r) for r in reference}
+    lines = [
+        "| variant | tasks within 2x of the unperturbed | worst ratio (task) |",
+        "|---|---|---|",
+    ]
+    for label in dict.fromkeys(r["controller"] for r in rows):
+        ratios = {
+            (r["family"], r["seed"]): _loss(r) / base[(r["family"], r["seed"])]
+            for r in rows
+            if r["controller"] == label
+        }
+        worst = max(ratios, key=ratios.get)  # type: ignore[arg-type]
+        ok = sum(v <= 2 for v in ratios.values())
+        lines.append(
+            f"| {label} | {ok}/{len(ratios)} | {ratios[worst]:.3g} ({worst[0]}, {worst[1]}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _loss(row: dict[str, Any]) -> float:
+    loss = float(row["final_train_loss"])
+    return loss if math.isfinite(loss) else math.inf
+
+
 def run_jobs(jobs: list[tuple[Any, ...]], kwargs: dict[str, Any], workers: int, path: Path) -> None:
     """Run ``jobs`` on ``workers`` processes, writing each row to ``path`` as it finishes."""
     started = time.perf_counter()
@@ -375,6 +416,13 @@ def main() -> None:
         "families) instead of the tasks' own",
     )
     parser.add_argument(
+        "--perturb",
+        type=float,
+        default=0.0,
+        help="with --max-change: run each single-entry perturbation of --theta by 1 +- this "
+        "factor instead, against the unperturbed controller's CSV (run that first)",
+    )
+    parser.add_argument(
         "--probe-start",
         action="store_true",
         help="with --max-change (none: 0): start the controller from the rate at which its rule "
@@ -404,6 +452,16 @@ def main() -> None:
         tag = "" if args.eta0 is None else f"_eta0_{args.eta0[0]:g}_{args.eta0[1]:g}"
         tag += "_probe" if args.probe_start else ""
         out = args.out / f"evaluate_max{args.max_change:g}{tag}.csv"
+        if args.perturb:
+            variants = perturbed(list(args.theta), args.perturb)
+            jobs_p = [(*job[:3], v, *job[4:], label) for label, v in variants for job in jobs_b]
+            moved = out.with_name(f"{out.stem}_perturb{args.perturb:g}.csv")
+            run_jobs(jobs_p, kwargs, args.workers, moved)
+            text = perturbation_report(_read(moved), _read(out))
+            header = f"theta = {list(args.theta)} +-{args.perturb:g} per entry, against {out.name}"
+            moved.with_suffix(".md").write_text(f"{header}\n\n{text}")
+            print(text)
+            return
         run_jobs(jobs_b, kwargs, args.workers, out)
         grid = [r for r in _read(args.out / "evaluate.csv") if r["controller"] == "constant"]
         text = theta_report([*grid, *_read(out)], _read(path))

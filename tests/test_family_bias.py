@@ -106,3 +106,20 @@ def test_the_controller_is_scored_against_the_oracle_of_its_own_tasks() -> None:
     text = module.theta_report([*grid, *theta_rows], grid)
     assert "| a | 2 | 2.74 | 1/2 | 2/2 | 2/2 |" in text  # sqrt(1.5 * 5) = 2.74
     assert "| all | 2 | | 1/2 | 2/2 | 2/2 |" in text
+
+
+def test_each_nonzero_entry_is_perturbed_both_ways_and_scored_against_the_unperturbed() -> None:
+    module = bias_module()
+    variants = module.perturbed([-1.0, 0.5, 0.0, 0.0, -5.0], 0.2)
+    assert [label for label, _ in variants] == [
+        "theta[0] x1.2", "theta[0] x0.8", "theta[1] x1.2", "theta[1] x0.8",
+        "theta[4] x1.2", "theta[4] x0.8",
+    ]  # fmt: skip
+    assert variants[5][1] == [-1.0, 0.5, 0.0, 0.0, -4.0]
+    reference = [{"family": "a", "seed": str(s), "final_train_loss": "0.1"} for s in (0, 1)]
+    rows = [
+        {"family": "a", "seed": "0", "controller": "theta[4] x1.2", "final_train_loss": "0.19"},
+        {"family": "a", "seed": "1", "controller": "theta[4] x1.2", "final_train_loss": "inf"},
+    ]
+    text = module.perturbation_report(rows, reference)
+    assert "| theta[4] x1.2 | 1/2 | inf (a, 1) |" in text
