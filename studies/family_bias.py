@@ -70,7 +70,8 @@ def run(env: gym.Env, job: tuple[Any, ...]) -> dict[str, Any]:
     sixth ``True``, from the probe start (``start="probe"``: eta_0 is not used, the row's
     ``eta`` is the first step's rate); a seventh names the controller in the row (default
     ``"theta"``)."""
-    family, seed, eta, theta, max_change, probe, label = (*job, None, None, False, "theta")[:7]
+    defaults = (None, None, None, None, None, False, "theta")
+    family, seed, eta, theta, max_change, probe, label = (*job, *defaults[len(job) :])
     obs, info = env.reset(seed=seed, options={"family": family})
     base: Any = env.unwrapped
     if theta is None or eta is not None:  # a given eta_0 (the constant's, or the controller's)
@@ -416,6 +417,9 @@ def main() -> None:
         "families) instead of the tasks' own",
     )
     parser.add_argument(
+        "--tag", default="", help="with --max-change: a suffix of the output files' names"
+    )
+    parser.add_argument(
         "--perturb",
         type=float,
         default=0.0,
@@ -450,7 +454,7 @@ def main() -> None:
             for s in args.seeds
         ]
         tag = "" if args.eta0 is None else f"_eta0_{args.eta0[0]:g}_{args.eta0[1]:g}"
-        tag += "_probe" if args.probe_start else ""
+        tag += ("_probe" if args.probe_start else "") + (f"_{args.tag}" if args.tag else "")
         out = args.out / f"evaluate_max{args.max_change:g}{tag}.csv"
         if args.perturb:
             variants = perturbed(list(args.theta), args.perturb)
