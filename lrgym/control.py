@@ -220,8 +220,9 @@ class ControlledLR:
                 something other than one tensor.
         """
         values = self._check(losses)
-        if self._ahead or (self._probes and self.steps_done == 0):
-            if self._probes and self.steps_done == 0:
+        probing = self._probes and self.steps_done == 0
+        if self._ahead or probing:
+            if probing:
                 outcome = self._probed_first_step(values)
             else:
                 outcome = self._take_step(values, self._lr)

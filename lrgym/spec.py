@@ -15,12 +15,18 @@ Values are stored as tuples; the envs and ``gym.make`` also take lists (JSON).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
+import numpy as np
+
 from lrgym.controllers import DEFAULT_LR_BOUNDS
-from lrgym.controllers.loglinear import checked_max_change, checked_start
+from lrgym.controllers.loglinear import (
+    LogLinearController,
+    checked_max_change,
+    checked_start,
+)
 from lrgym.errors import InvalidConfigError, UnknownSettingError, choice_error
 from lrgym.features import FeatureConfig
 from lrgym.reward import DEFAULT_DIVERGENCE_PENALTY
@@ -211,6 +217,17 @@ class BanditSettings(EnvSettings):
         self._set("relative", bool(self.relative))
         self._set("max_change", checked_max_change(self.max_change))
         self._set("start", checked_start(self.start, self.relative))
+
+    def controller(self, theta: Sequence[float] | np.ndarray) -> LogLinearController:
+        """The log-linear controller of ``theta`` in these settings' form (``relative``,
+        ``lr_bounds``, ``max_change``, ``start``)."""
+        return LogLinearController(
+            theta,
+            relative=self.relative,
+            lr_bounds=self.lr_bounds,
+            max_change=self.max_change,
+            start=self.start,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from lrgym.controllers import Controller, LogLinearController
+from lrgym.controllers import Controller
 from lrgym.envs.base import OBS_HIGH, OBS_LOW, TrainingTaskEnv, phi_hat_observation
 from lrgym.features import FEATURE_NAMES, FeatureConfig
 from lrgym.reward import log_loss_decrease
@@ -162,15 +162,7 @@ class StepSizeControlEnv(TrainingTaskEnv):
         normalised = self._validate(action, (5,), f"one entry per feature {FEATURE_NAMES}")
         clipped = np.clip(normalised, -1.0, 1.0)
         theta = self.action_to_theta(clipped)
-        settings = self.settings
-        controller = LogLinearController(
-            theta,
-            relative=settings.relative,
-            lr_bounds=settings.lr_bounds,
-            max_change=settings.max_change,
-            start=settings.start,
-        )
-        result = self.run_controller(controller, self._task)
+        result = self.run_controller(self.settings.controller(theta), self._task)
         self._task, self.last_result = None, result
         reward = self.reward_of(result)
         final = result.curves.features[-1] if result.steps_completed else np.full(5, np.nan)
