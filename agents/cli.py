@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from agents.benchmark import add_arguments as add_benchmark_arguments
+from agents.objective import COMPARABLE, RISKS
 from agents.pools import resolve_backend
 from lrgym.cli import add_env_arguments, env_kwargs_from, save_curves
 from lrgym.errors import LrgymError
@@ -55,6 +56,7 @@ def register(commands: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
                 action="store_true",
                 help="all samples of an iteration train on one (fresh) task",
             )
+            _objective(parser)
         else:
             parser.add_argument(
                 "--hyperparameters",
@@ -99,6 +101,28 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add_env_arguments(parser)
 
 
+def _objective(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "objective", "what the learner is told (agents.objective; the defaults: each reward)"
+    )
+    group.add_argument(
+        "--tasks", type=int, default=1, help="tasks every candidate runs on per iteration (shared)"
+    )
+    group.add_argument(
+        "--comparable",
+        choices=COMPARABLE,
+        default="none",
+        help="rank: score candidates by their rank on each shared task",
+    )
+    group.add_argument(
+        "--risk", choices=RISKS, default="mean", help="cvar: the mean of the worst tasks only"
+    )
+    group.add_argument("--alpha", type=float, default=0.25, help="share of worst tasks (cvar)")
+    group.add_argument(
+        "--perturb", type=float, default=0.0, help="perturb theta by up to this share per episode"
+    )
+
+
 def _backend(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="episodes run at once")
     parser.add_argument(
@@ -129,6 +153,8 @@ def _specific(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--finalists", type=int, default=4, help="candidates re-evaluated")
 
 
+OBJECTIVE_FLAGS = ("tasks", "comparable", "risk", "alpha", "perturb")
+
 _SETTINGS = {
     "reps": ("epsilon", "reuse", "covariance_mixing", "min_std", "init_std"),
     "cmaes": ("sigma0",),
@@ -158,6 +184,7 @@ def _train(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 env_kwargs=env_kwargs_from(args),
                 same_task=args.same_task,
+                objective={k: getattr(args, k) for k in OBJECTIVE_FLAGS},
                 backend=_backend_name(args),
                 workers=args.workers,
                 ray_address=args.ray_address,

@@ -32,6 +32,13 @@ from agents.learners.asktell import (
     learner_from_state,
     make_learner,
 )
+from agents.objective import (
+    Objective,
+    candidate_scores,
+    objective_from,
+    perturbation_factors,
+    perturbed_actions,
+)
 from agents.rundir import (
     LearnerRun,
     RunDirectory,
@@ -54,6 +61,7 @@ def train(
     seed: int = 0,
     env_kwargs: Mapping[str, Any] | None = None,
     same_task: bool = False,
+    objective: Objective | Mapping[str, Any] | None = None,
     backend: str | None = None,
     workers: int = 1,
     ray_address: str | None = None,
@@ -77,6 +85,9 @@ def train(
         same_task: run every episode of an iteration on the same task (a fresh one each
             iteration), so that their rewards differ only by the action (common random
             numbers); otherwise every episode has its own task, as in the paper.
+        objective: what the learner is told (:class:`agents.objective.Objective`: tasks per
+            candidate, comparable rewards, CVaR, theta perturbations); the default tells it
+            each episode's reward.
         backend, workers, ray_address: how episodes run (:func:`agents.collect.make_collector`).
         resume: continue the run in ``out`` from its checkpoint.
         tensorboard: also log scalars for TensorBoard under ``out/tensorboard``.
@@ -84,20 +95,33 @@ def train(
         collector: an already open collector to use instead (the caller closes it).
 
     Raises:
-        InvalidConfigError: unknown learner or setting, or ``episodes`` not a positive
-            multiple of ``samples``.
+        InvalidConfigError: unknown learner or setting, ``episodes`` not a positive multiple
+            of ``samples`` times the objective's ``tasks``, or ranks without shared tasks.
         agents.rundir.CheckpointError: ``resume`` and the checkpoint is missing, corrupt or
             from a run with other settings; or not ``resume`` and ``out`` already holds a run.
     """
     settings = config_dict(config) if is_dataclass(config) else dict(config or {})
     learner_settings = learner_config(algorithm, settings)  # validates
+    goal = objective_from(objective)
     samples = int(learner_settings.samples)
-    if int(episodes) != episodes or episodes < samples or episodes % samples:
+    batch = samples * goal.tasks
+    if int(episodes) != episodes or episodes < batch or episodes % batch:
+        per = f"samples={samples}" if goal.tasks == 1 else f"samples={samples} x tasks={goal.tasks}"
         raise InvalidConfigError(
-            f"episodes={episodes!r} must be a positive multiple of samples={samples} "
-            f"(iterations = episodes / samples), e.g. {max(1, round(episodes / samples)) * samples}"
+            f"episodes={episodes!r} must be a positive multiple of {per} "
+            f"(iterations = episodes / {batch}), e.g. {max(1, round(episodes / batch)) * batch}"
         )
-    learner_spec = {"config": config_dict(learner_settings), "same_task": bool(same_task)}
+    if goal.comparable == "rank" and goal.tasks == 1 and not same_task:
+        raise InvalidConfigError(
+            "comparable='rank' ranks the candidates on each task they share, but every episode "
+            "has its own task: pass same_task=True (--same-task) or tasks >= 2"
+        )
+    learner_spec: dict[str, Any] = {
+        "config": config_dict(learner_settings),
+        "same_task": bool(same_task),
+    }
+    if not goal.is_default:  # runs with the default objective keep their run.json as before
+        learner_spec["objective"] = goal.to_dict()
     spec = run_settings(algorithm, env_id, env_kwargs, episodes, seed, learner_spec)
     directory = RunDirectory(out)
     if resume:
@@ -167,20 +191,44 @@ class _Training:
         """Checkpoint the learner atomically."""
         self.directory.save(self.spec, self.learner.state_dict(), self.done, self.elapsed)
 
+    @property
+    def objective(self) -> Objective:
+        """What the learner is told (the default when the run's settings name none)."""
+        return objective_from(self.spec.get("objective"))
+
     def next_batch(self, progress: Progress | None) -> dict[str, Any]:
-        """Ask, run the batch's episodes, tell; log, save and checkpoint. Returns the log row."""
+        """Ask, run the batch's episodes, tell; log, save and checkpoint. Returns the log row.
+
+        Episode ``i * tasks + k`` runs candidate ``i`` on task ``k``.
+        """
         started = time.perf_counter()
-        learner, space = self.learner, self.collector.action_space
+        learner, space, goal = self.learner, self.collector.action_space, self.objective
         iteration = learner.iteration
         actions = learner.ask()
-        if self.spec["same_task"]:
+        if goal.tasks > 1:
+            seeds = episode_seeds(self.spec["seed"], iteration, goal.tasks) * len(actions)
+        elif self.spec["same_task"]:
             seeds = episode_seeds(self.spec["seed"], iteration, 1) * len(actions)
         else:
             seeds = episode_seeds(self.spec["seed"], iteration, len(actions))
+        run_actions = np.repeat(actions, goal.tasks, axis=0)
+        if goal.perturb:
+            env = self.info_env.unwrapped
+            factors = perturbation_factors(
+                self.spec["seed"], iteration, len(run_actions), actions.shape[1], goal.perturb
+            )
+            run_actions = perturbed_actions(
+                run_actions,
+                factors,
+                env.action_to_theta,  # type: ignore[attr-defined]
+                env.theta_to_action,  # type: ignore[attr-defined]
+            )
         batch = self.collector.run(  # the env clips an action outside its box
-            actions.reshape(len(actions), *space.shape), seeds, progress=progress
+            run_actions.reshape(len(run_actions), *space.shape), seeds, progress=progress
         )
-        info = learner.tell(actions, [e.reward for e in batch])
+        rewards = np.array([e.reward for e in batch]).reshape(len(actions), goal.tasks)
+        scores = candidate_scores(rewards, goal) if not goal.is_default else rewards[:, 0]
+        info = learner.tell(actions, scores)
         seconds = time.perf_counter() - started
         self.elapsed += seconds
         self.done += len(batch)
@@ -192,7 +240,7 @@ class _Training:
             diverged=sum(e.diverged for e in batch),
             seconds=seconds,
             elapsed=self.elapsed,
-            learner=_learner_log(info, learner),
+            learner=_learner_log(info, learner, None if goal.is_default else scores),
         )
         self.records.append(record)
         self.directory.append(record)
@@ -226,7 +274,9 @@ def _run_batches(run: _Training, samples: int, *, tensorboard: bool, progress: b
             writer.close()
 
 
-def _learner_log(info: Any, learner: AskTellLearner) -> dict[str, Any]:
+def _learner_log(
+    info: Any, learner: AskTellLearner, scores: np.ndarray | None = None
+) -> dict[str, Any]:
     values = {
         k: (v if np.isfinite(v) else None) if isinstance(v, float) else v
         for k, v in asdict(info).items()
@@ -236,6 +286,8 @@ def _learner_log(info: Any, learner: AskTellLearner) -> dict[str, Any]:
     values["action"] = action.tolist()
     if cov is not None:
         values["cov"] = np.asarray(cov).tolist()
+    if scores is not None:
+        values["scores"] = np.asarray(scores).tolist()
     return values
 
 
