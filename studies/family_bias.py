@@ -227,34 +227,57 @@ def rule_tables(
     return lines
 
 
+def at_best_points(
+    rows: list[dict[str, Any]], at_best: list[dict[str, Any]]
+) -> dict[str, list[tuple[float, float, float]]]:
+    """Per family, each task's ``(c, phi2, log10 eta*)`` at its best rate: ``c = phi1 - 2 ln
+    eta*`` (phi1 per unit step: ``phi1`` grows as ``2 ln eta``) and ``phi2`` read over the
+    second half of the run at that rate (``at_best``)."""
+    tasks = best_per_task(rows)
+    run = {(r["family"], int(r["seed"])): r for r in at_best}
+    points: dict[str, list[tuple[float, float, float]]] = {}
+    for (family, seed), entry in tasks.items():
+        r = run[(family, seed)]
+        c = float(r["phi1_run"]) - 2 * math.log(entry["best"])
+        points.setdefault(family, []).append((c, float(r["phi2_run"]), math.log10(entry["best"])))
+    return points
+
+
+def rule_theta(points: list[tuple[float, float, float]]) -> list[float]:
+    """The log-linear controller whose fixed point is the rule ``log10 eta* = w1 c + w2 phi2 +
+    b`` fitted to ``points``: it settles where ``ln eta = theta1 (2 ln eta + c) + theta2 phi2 +
+    theta5``, so ``theta1 / (1 - 2 theta1) = w1 ln 10``, ``theta2 = w2 ln 10 (1 - 2 theta1)``,
+    ``theta5 = b ln 10 (1 - 2 theta1)``."""
+    w = _fit(points)
+    k = w[0] * math.log(10)
+    theta1 = k / (1 + 2 * k)
+    scale = math.log(10) * (1 - 2 * theta1)
+    return [round(float(v), 4) for v in (theta1, w[1] * scale, 0.0, 0.0, w[2] * scale)]
+
+
 def fixed_point_report(rows: list[dict[str, Any]], at_best: list[dict[str, Any]]) -> str:
-    """What the features read at each task's best rate, once the rate has settled: ``c = phi1 -
-    2 ln eta*`` (phi1 per unit step: ``phi1`` grows as ``2 ln eta``) and ``phi2``. The
-    log-linear controller ``ln eta = theta1 phi1 + ... + b`` settles where ``ln eta = theta1
-    (2 ln eta + c) + b``; one theta can hold every family at its best rate only where ``log10
-    eta*`` is (close to) a linear function of ``c``, which the fit and the held-out table say."""
+    """What the features read at each task's best rate, once the rate has settled
+    (:func:`at_best_points`). The log-linear controller ``ln eta = theta1 phi1 + ... + b``
+    settles where ``ln eta = theta1 (2 ln eta + c) + b``; one theta can hold every family at its
+    best rate only where ``log10 eta*`` is (close to) a linear function of ``c``, which the fit
+    and the held-out table say."""
     tasks = best_per_task(rows)
     families = list(dict.fromkeys(f for f, _ in tasks))
     by_family = {f: [e for (g, _), e in tasks.items() if g == f] for f in families}
-    run = {(r["family"], int(r["seed"])): r for r in at_best}
-    points: dict[str, list[tuple[float, float, float]]] = {}
+    points = at_best_points(rows, at_best)
     lines = [
         "| family | c = phi1 - 2 ln eta* at the best rate (median, range) | phi2 (median) |",
         "|---|---|---|",
     ]
     for family in families:
-        points[family] = []
-        for (f, seed), entry in tasks.items():
-            if f == family:
-                r = run[(f, seed)]
-                c = float(r["phi1_run"]) - 2 * math.log(entry["best"])
-                points[family].append((c, float(r["phi2_run"]), math.log10(entry["best"])))
         cs = [p[0] for p in points[family]]
         lines.append(
             f"| {family} | {np.median(cs):.1f} ({min(cs):.1f} .. {max(cs):.1f}) | "
             f"{np.median([p[1] for p in points[family]]):.2f} |"
         )
-    return "\n".join([*lines, "", *rule_tables(by_family, points, "c", "phi2")]) + "\n"
+    pooled = rule_theta([p for f in families for p in points[f]])
+    lines += ["", f"The controller whose fixed point is the pooled rule: theta = {pooled}.", ""]
+    return "\n".join([*lines, *rule_tables(by_family, points, "c", "phi2")]) + "\n"
 
 
 def theta_report(rows: list[dict[str, Any]], train_rows: list[dict[str, Any]]) -> str:
@@ -432,6 +455,13 @@ def main() -> None:
         help="with --max-change (none: 0): start the controller from the rate at which its rule "
         "is its own fixed point on the task's first batch (start='probe'), whatever eta_0",
     )
+    parser.add_argument(
+        "--lofo",
+        action="store_true",
+        help="leave one family out: for each family, the fixed-point theta fitted without it "
+        "(on --runs and the at_best.csv beside it) run from the probe start on --seeds, beside "
+        "--out's grid (evaluate_lofo.csv)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     path, at_best = args.runs or args.out / "runs.csv", args.out / "at_best.csv"
@@ -440,6 +470,28 @@ def main() -> None:
         kwargs["include"] = args.include
     if args.exclude:
         kwargs["exclude"] = args.exclude
+    if args.lofo:
+        train_rows = _read(path)
+        points = at_best_points(train_rows, _read(path.parent / "at_best.csv"))
+        families = build(kwargs).unwrapped.mixture.members()  # type: ignore[attr-defined]
+        thetas = {f: rule_theta([p for g in points if g != f for p in points[g]]) for f in families}
+        out = args.out / "evaluate_lofo.csv"
+        run_jobs(
+            [(f, s, None, thetas[f], None, True) for f in families for s in args.seeds],
+            kwargs,
+            args.workers,
+            out,
+        )
+        grid = [r for r in _read(args.out / "evaluate.csv") if r["controller"] == "constant"]
+        text = theta_report([*grid, *_read(out)], train_rows)
+        fitted = "\n".join(f"- {f}: theta = {thetas[f]}" for f in families)
+        header = (
+            "Leave one family out: each family's controller is the fixed-point theta fitted on "
+            "the other families' training tasks, from the probe start (eta_0 not used).\n\n"
+        )
+        out.with_suffix(".md").write_text(f"{header}{text}\n{fitted}\n")
+        print(text)
+        return
     if args.theta is not None and args.max_change is not None:
         members = build(kwargs).unwrapped.members  # type: ignore[attr-defined]
 

@@ -123,3 +123,22 @@ def test_each_nonzero_entry_is_perturbed_both_ways_and_scored_against_the_unpert
     ]
     text = module.perturbation_report(rows, reference)
     assert "| theta[4] x1.2 | 1/2 | inf (a, 1) |" in text
+
+
+def test_the_fitted_rules_controller_settles_at_the_rules_rate() -> None:
+    # points on the rule log10 eta* = -0.14 c + 0.15 phi2 - 0.86 (the study's fit); the
+    # controller rule_theta derives must settle where the rule says, found by bisection of its
+    # fixed-point equation ln eta = theta1 (2 ln eta + c) + theta2 phi2 + theta5
+    module = bias_module()
+    w = (-0.14, 0.15, -0.86)
+    points = [(c, p, w[0] * c + w[1] * p + w[2]) for c in (1.0, 4.0, 9.0) for p in (-4.0, -1.0)]
+    theta = module.rule_theta(points)
+    assert theta[2] == theta[3] == 0.0
+    for c, phi2 in ((2.5, -2.0), (12.0, -4.4), (0.0, 0.0)):
+        low, high = -40.0, 10.0  # f(ln eta) = theta-rule minus ln eta decreases in ln eta
+        for _ in range(200):
+            mid = (low + high) / 2
+            gap = theta[0] * (2 * mid + c) + theta[1] * phi2 + theta[4] - mid
+            low, high = (mid, high) if gap > 0 else (low, mid)
+        expected = math.log(10) * (w[0] * c + w[1] * phi2 + w[2])
+        assert abs(low - expected) < 1e-3  # theta is rounded to 4 decimals

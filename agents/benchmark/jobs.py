@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,8 @@ def plan(
     tasks: int | None = None,
     eta0_sweep: bool = False,
     perturb: float = 0.2,
+    eta0_grid: Sequence[float] | None = None,
+    feature_cost: bool = True,
 ) -> list[Job]:
     """The runs of a benchmark, in the order they are run and written.
 
@@ -79,8 +82,15 @@ def plan(
         tasks: the first ``tasks`` tasks of the suite (``None``: all).
         eta0_sweep: also run every eta_0-dependent controller from every grid value.
         perturb: relative perturbation of each ``theta`` entry (0: none).
+        eta0_grid: the eta_0 values of the sweep (``None``: :data:`LR_GRID`); the constant
+            baseline always runs the whole :data:`LR_GRID` (the oracle).
+        feature_cost: run each learned controller with cheap features too
+            (:data:`FEATURE_COST`).
     """
     chosen = get_baselines(baselines)
+    sweep = LR_GRID if eta0_grid is None else tuple(float(v) for v in eta0_grid)
+    if not sweep or not all(math.isfinite(v) and v > 0 for v in sweep):
+        raise InvalidConfigError(f"eta0_grid={eta0_grid!r} must be positive learning rates")
     count = len(suite.task_seeds) if tasks is None else int(tasks)
     if not 1 <= count <= len(suite.task_seeds):
         raise InvalidConfigError(
@@ -111,7 +121,7 @@ def plan(
         for name, path in controllers:
             learned = {"file": path}
             add(name, "learned", None, "task", learned)
-            for estimate, every in FEATURE_COST:
+            for estimate, every in FEATURE_COST if feature_cost else ():
                 features = {"every": every, "estimate": estimate}
                 add(
                     f"{name} [every {every}, {estimate}]",
@@ -134,10 +144,10 @@ def plan(
         if eta0_sweep:
             for baseline in chosen:
                 if baseline.uses_eta0 and baseline.kind != "constant":
-                    for lr in LR_GRID:
+                    for lr in sweep:
                         add(baseline.name, baseline.kind, lr, "grid", {"baseline": baseline.name})
             for name, path in controllers:
-                for lr in LR_GRID:
+                for lr in sweep:
                     add(name, "learned", lr, "grid", {"file": path})
     return jobs
 

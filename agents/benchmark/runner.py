@@ -20,9 +20,19 @@ from agents.rundir import progress_bar
 from lrgym.bench.baselines import BASELINES, get_baselines
 from lrgym.bench.figures import write_figures
 from lrgym.bench.leaderboard import summary_text, write_leaderboard
+from lrgym.bench.reliability import reliability_markdown
 from lrgym.bench.results import read_results, write_results
-from lrgym.bench.statistics import oracle_rows
-from lrgym.bench.suites import SUITES, Suite, get_suite
+from lrgym.bench.statistics import oracle_rows, with_oracle
+from lrgym.bench.suites import (
+    ETA0_RANGES,
+    GROUP_BASELINES,
+    GROUP_CONTROLLERS,
+    SUITE_GROUPS,
+    SUITES,
+    Suite,
+    SuiteGroup,
+    get_suite,
+)
 from lrgym.controllers.files import load_controller
 from lrgym.errors import DatasetNotFoundError, InvalidConfigError, LrgymError
 from lrgym.jsonfile import file_sha256, write_atomic
@@ -60,6 +70,8 @@ def run_benchmark(
     tasks: int | None = None,
     eta0_sweep: bool = False,
     perturb: float = 0.2,
+    eta0_grid: Sequence[float] | None = None,
+    feature_cost: bool = True,
     data_root: str | None = None,
     backend: str | None = None,
     workers: int = 1,
@@ -82,6 +94,8 @@ def run_benchmark(
         tasks: the first ``tasks`` tasks of the suite (``None``: all).
         eta0_sweep: run every eta_0-dependent controller from every grid value too.
         perturb: relative perturbation of each learned ``theta`` entry (0: none).
+        eta0_grid: the eta_0 values of the sweep (``None``: the constant grid).
+        feature_cost: also run each learned controller with features every 10 steps.
         data_root: where the suite's dataset lives.
         backend, workers, ray_address: where the runs run (as for ``lrgym train``).
         resume: continue the benchmark in ``out``.
@@ -102,6 +116,8 @@ def run_benchmark(
         tasks=tasks,
         eta0_sweep=eta0_sweep,
         perturb=perturb,
+        eta0_grid=eta0_grid,
+        feature_cost=feature_cost,
     )
     env_kwargs = _env_kwargs(suite, data_root)
     settings = {
@@ -115,6 +131,10 @@ def run_benchmark(
         "perturb": float(perturb),
         "lrgym_version": lrgym.__version__,
     }
+    if eta0_grid is not None:  # older benchmarks (without these keys) still resume
+        settings["eta0_grid"] = [float(v) for v in eta0_grid]
+    if not feature_cost:
+        settings["feature_cost"] = False
     results = _ResultsFolder(Path(out), suite, jobs, _resume(Path(out), settings, resume))
     todo = [job for job in jobs if job.key not in results.rows]
     bar = None
@@ -148,6 +168,64 @@ def run_benchmark(
     if figures:
         write_figures(results.csv_path)
     return results.csv_path
+
+
+def run_group(
+    group: str | SuiteGroup,
+    out: str | Path,
+    *,
+    controllers: Sequence[str] = (),
+    baselines: str | None = None,
+    tasks: int | None = None,
+    perturb: float = 0.2,
+    resume: bool = False,
+    **options: Any,
+) -> Path:
+    """Run every suite of a suite group (:data:`lrgym.bench.suites.SUITE_GROUPS`) into
+    ``out/SUITE`` and write the group's report, ``out/reliability.md``; returns its path.
+
+    Each suite runs with the eta_0 sweep over its optimiser kind's range
+    (:data:`~lrgym.bench.suites.ETA0_RANGES`) and no feature-cost rows; ``controllers`` run on
+    every suite (default: the group's pretrained controller for each kind,
+    :data:`~lrgym.bench.suites.GROUP_CONTROLLERS`), ``baselines`` too (default: the kind's
+    :data:`~lrgym.bench.suites.GROUP_BASELINES`). ``tasks`` defaults to the group's. The
+    other ``options`` are :func:`run_benchmark`'s. With ``resume``, suites already started
+    continue and the others start.
+    """
+    group = SUITE_GROUPS[group] if isinstance(group, str) else group
+    out = Path(out)
+    if not resume and out.exists() and any(out.iterdir()):
+        raise InvalidConfigError(
+            f"{out} already holds files; pass --resume to continue the group or choose another "
+            "--out"
+        )
+    members = []
+    for suite, kind in group.members:
+        chosen = list(controllers) or [GROUP_CONTROLLERS[kind]]
+        folder = out / suite
+        run_benchmark(
+            suite,
+            folder,
+            controllers=chosen,
+            baselines=baselines or GROUP_BASELINES[kind],
+            tasks=tasks or group.tasks,
+            eta0_sweep=True,
+            perturb=perturb,
+            eta0_grid=ETA0_RANGES[kind],
+            feature_cost=False,
+            resume=resume and (folder / "benchmark.json").exists(),
+            **options,
+        )
+        rows = with_oracle(read_results(folder / "results.csv"))
+        members.append((suite, rows, [name for name, _ in _controllers(chosen)]))
+    names = {name for _, _, chosen in members for name in chosen}
+    parts = []
+    for name in sorted(names) if controllers else [""]:
+        learned = {s: (name or chosen[0]) for s, _, chosen in members}
+        parts.append(reliability_markdown([(s, rows) for s, rows, _ in members], learned))
+    report = out / "reliability.md"
+    write_atomic(report, "\n\n".join(parts))
+    return report
 
 
 def _own_suite(suite: str | Suite) -> Suite:
@@ -259,7 +337,11 @@ def _resume(folder: Path, settings: dict[str, Any], resume: bool) -> dict[Any, d
 
 def add_arguments(parser: Any) -> None:
     """The ``lrgym benchmark`` flags."""
-    parser.add_argument("--suite", required=True, help=f"one of {', '.join(SUITES)}")
+    parser.add_argument(
+        "--suite",
+        required=True,
+        help=f"one of {', '.join(SUITES)}; or a group of suites: {', '.join(SUITE_GROUPS)}",
+    )
     parser.add_argument(
         "--controller",
         action="append",
@@ -292,6 +374,8 @@ def add_arguments(parser: Any) -> None:
 
 def command(args: Any, backend: Callable[[Any], str]) -> int:
     """Run ``lrgym benchmark`` from parsed arguments."""
+    if args.suite in SUITE_GROUPS:
+        return _group_command(args, backend)
     try:
         csv_path = run_benchmark(
             args.suite,
@@ -317,4 +401,34 @@ def command(args: Any, backend: Callable[[Any], str]) -> int:
         return 130
     print(summary_text(read_results(csv_path)), end="")
     print(f"results: {csv_path}   leaderboard: {csv_path.parent / 'leaderboard.md'}")
+    return 0
+
+
+def _group_command(args: Any, backend: Callable[[Any], str]) -> int:
+    if args.eta0_sweep:
+        print("lrgym: a suite group always sweeps eta_0 over each suite's range")
+    try:
+        report = run_group(
+            args.suite,
+            args.out,
+            controllers=args.controller,
+            baselines=args.baselines,
+            tasks=args.tasks,
+            perturb=args.perturb,
+            data_root=args.data_root,
+            backend=backend(args),
+            workers=args.workers,
+            ray_address=args.ray_address,
+            resume=args.resume,
+            progress=not args.no_progress,
+            figures=not args.no_figures,
+        )
+    except KeyboardInterrupt:
+        print(
+            "\nlrgym: interrupted; finished runs are saved. Continue with the same command and "
+            f"--resume (out: {args.out})"
+        )
+        return 130
+    print(report.read_text(), end="")
+    print(f"report: {report}")
     return 0

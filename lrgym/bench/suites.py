@@ -169,8 +169,87 @@ def get_suite(name: str) -> Suite:
     """The suite called ``name``.
 
     Raises:
-        InvalidConfigError: an unknown name (the message lists the suites).
+        InvalidConfigError: an unknown name (the message lists the suites and the groups).
     """
     if name not in SUITES:
-        raise choice_error("suite", name, list(SUITES))
+        raise choice_error("suite", name, [*SUITES, *SUITE_GROUPS])
     return SUITES[name]
+
+
+ETA0_RANGES: dict[str, tuple[float, ...]] = {
+    "sgd": (1e-5, 10**-2.5, 1.0),
+    "adam": (1e-6, 10**-3.5, 1e-1),
+}
+"""The eta_0 values a suite group sweeps, by the optimiser kind of a suite: the bottom, the
+middle and the top of the range a general controller must hold over (1e-5 .. 1 for SGD,
+1e-6 .. 1e-1 for AdamW and RMSprop)."""
+
+GROUP_BASELINES: dict[str, str] = {
+    "sgd": "constant,prodigy,schedulefree-sgd,dadapt-sgd,dog,mechanic-sgd,hypergradient,"
+    "warmup-cosine",
+    "adam": "constant,prodigy,schedulefree-adamw,dadapt-adam,dog,mechanic-adam,hypergradient,"
+    "warmup-cosine",
+}
+"""The baselines a suite group runs on a suite of each optimiser kind: the constant grid (the
+oracle), the learning-rate-free optimisers in their variant for that kind at their authors'
+settings, hypergradient descent and warm-up + cosine."""
+
+GROUP_CONTROLLERS: dict[str, str] = {"sgd": "general-sgd", "adam": "general-adamw"}
+"""The pretrained controller a suite group runs on a suite of each optimiser kind when it is
+given no controller."""
+
+
+@dataclass(frozen=True)
+class SuiteGroup:
+    """A named group of suites run together, with a sweep of eta_0 over each suite's range.
+
+    Attributes:
+        name: the group's name (``lrgym benchmark --suite NAME``).
+        version: bumped whenever the definition changes.
+        members: ``(suite name, optimiser kind)`` pairs; the kind (``"sgd"`` or ``"adam"``)
+            picks the eta_0 range (:data:`ETA0_RANGES`), the baselines
+            (:data:`GROUP_BASELINES`) and the default controller (:data:`GROUP_CONTROLLERS`).
+        tasks: the first ``tasks`` tasks of each suite.
+        description: what the group measures.
+    """
+
+    name: str
+    version: int
+    members: tuple[tuple[str, str], ...]
+    tasks: int
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable description."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "members": [list(m) for m in self.members],
+            "tasks": self.tasks,
+            "description": self.description,
+        }
+
+
+SUITE_GROUPS: dict[str, SuiteGroup] = {
+    g.name: g
+    for g in (
+        SuiteGroup(
+            "reliability",
+            1,
+            (
+                ("digits", "sgd"),
+                ("mnist-family", "sgd"),
+                ("mnist-mlp", "sgd"),
+                ("resnet-mnist", "sgd"),
+                ("mnist1d", "sgd"),
+                ("mnist-adamw", "adam"),
+                ("mnist-rmsprop", "adam"),
+                ("transformer", "adam"),
+            ),
+            3,
+            "every offline family and optimiser: does one controller hold across settings, "
+            "from every eta_0 of the range, against the learning-rate-free optimisers",
+        ),
+    )
+}
+"""Every suite group, by name."""
