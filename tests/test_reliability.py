@@ -8,8 +8,10 @@ import math
 import pytest
 
 from agents.benchmark import plan
+from agents.benchmark.runner import run_group
 from lrgym.bench.baselines import get_baselines
 from lrgym.bench.reliability import perturbation_scores, reliability_markdown, suite_scores
+from lrgym.bench.results import read_results
 from lrgym.bench.statistics import with_oracle
 from lrgym.bench.suites import (
     ETA0_RANGES,
@@ -17,8 +19,10 @@ from lrgym.bench.suites import (
     GROUP_CONTROLLERS,
     SUITE_GROUPS,
     SUITES,
+    SuiteGroup,
     get_suite,
 )
+from lrgym.errors import InvalidConfigError
 
 
 def _row(controller, kind, task, loss, *, eta0=0.01, source="task", diverged=0, suite="s"):
@@ -97,12 +101,13 @@ def test_the_report_counts_suites_at_the_oracle_and_wins_per_baseline():
     text = reliability_markdown(suites, {"a": "gen", "b": "gen"})
     ratio = suite_scores(_suite_rows(), "gen")["ratio"]  # 1.38: above the oracle
     assert ratio > 1
-    assert "suites at or below the oracle: 0 of 2" in text
-    # gen beats Prodigy (3.16) but not schedule-free (0.05) on both suites
-    assert "Prodigy 2/2" in text and "schedule-free 0/2" in text
-    assert "suites below both Prodigy and schedule-free: 0 of 2" in text
-    assert "within 2x of the oracle: 67% of 12 (task, eta_0) runs" in text
-    assert "at least 90% of tasks of every suite: no" in text
+    # the group's leaderboard: the learned controller, then the baselines that ran
+    assert f"| `gen` | 67% of 12 | {ratio:.3g} | 0/2 |  |" in text
+    assert f"| Prodigy | 50% of 4 | {math.sqrt(10):.3g} | 0/2 | 2/2 |" in text  # gen wins
+    assert "| schedule-free | 100% of 4 | 0.05 | 2/2 | 0/2 |" in text
+    assert "below both Prodigy and schedule-free: 0 of 2" in text
+    assert "at least 90% of the tasks of every suite: no" in text
+    assert f"| a | `gen` | 6 | 67% | {ratio:.3g} | 75% (50%) | 3.16 (50%) * | 0.05 (100%) |" in text
 
 
 def test_the_reliability_group_covers_six_suites_or_more_with_their_kinds_settings():
@@ -136,3 +141,24 @@ def test_a_group_plan_sweeps_its_kinds_range_and_skips_the_feature_cost_rows():
     assert sum(j.kind == "constant" for j in jobs) == 11  # the oracle's whole grid
     assert not any(j.kind == "feature-cost" for j in jobs)
     assert sum(j.kind == "perturbed" for j in jobs) == 10
+
+
+def test_a_group_runs_each_suite_into_its_folder_and_writes_its_report(tmp_path):
+    group = SuiteGroup("toy-group", 1, (("toy", "sgd"),), 1, "one cheap suite")
+    report = run_group(
+        group,
+        tmp_path / "group",
+        controllers=["mnist-sgd"],
+        baselines="constant,prodigy",
+        progress=False,
+        figures=False,
+    )
+    rows = read_results(tmp_path / "group" / "toy" / "results.csv")
+    swept = sorted(
+        r["eta0"] for r in rows if r["controller"] == "mnist-sgd" and r["eta0_source"] == "grid"
+    )
+    assert swept == sorted(ETA0_RANGES["sgd"])
+    text = report.read_text()
+    assert "| toy | `mnist-sgd` | 3 |" in text and "| Prodigy | " in text
+    with pytest.raises(InvalidConfigError, match="--resume"):
+        run_group(group, tmp_path / "group", controllers=["mnist-sgd"], baselines="constant")

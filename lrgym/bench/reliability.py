@@ -125,85 +125,107 @@ def _num(value: float) -> str:
 def reliability_markdown(
     suites: Sequence[tuple[str, Sequence[Row]]], learned: Mapping[str, str]
 ) -> str:
-    """The report of a suite group.
+    """The report of a suite group: a table per suite, and the group's leaderboard.
 
     Args:
         suites: ``(suite name, rows with oracle rows)`` of every member, in order.
         learned: the learned controller's name on each suite (the headline row).
     """
+    labels = list(dict.fromkeys(BASELINE_LABELS.values()))
+    header = ["suite", "controller", "runs", "within 2x", "ratio to oracle", "theta +-p"]
+    header += [f"{label}: ratio (within 2x)" for label in labels]
     lines = [
         "# Reliability",
         "",
         "Per suite: the learned controller's share of (task, eta_0) runs within 2x of the "
-        "per-task oracle (the best constant of the grid), its geometric-mean final loss over "
-        "the oracle's, the same for each baseline, and theta +-p (the share of perturbed runs "
-        "within 2x of the unperturbed run; the worst single variant in brackets).",
+        "per-task oracle (the best constant of the grid), the geometric mean of its final loss "
+        "over the oracle's, theta +-p (the share of perturbed runs within 2x of the "
+        "unperturbed run; the worst single variant in brackets), and each baseline's ratio and "
+        "share. `*`: the learned controller's ratio is lower than the baseline's.",
         "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
     ]
-    labels = list(dict.fromkeys(BASELINE_LABELS.values()))
-    header = ["suite", "controller", "runs", "within 2x", "ratio to oracle", "theta +-p"]
-    header += [f"{label} (ratio)" for label in labels]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    totals: dict[str, list[float]] = {"within": [], "logs": []}
-    at_oracle = beats_both = suites_count = 0
-    wins = dict.fromkeys(labels, 0)
-    perturbed: list[float] = []
-    every_suite_perturbed = True
+    # per entity (the learned controller, each baseline label): within flags, per-suite ratios
+    within: dict[str, list[bool]] = {}
+    ratios: dict[str, dict[str, float]] = {}
+    perturbed_ok = True
     for suite, rows in suites:
-        name = learned[suite]
-        mine = suite_scores(rows, name)
-        pert = perturbation_scores(rows, name)
+        oracle = _oracle_losses(rows)
+        names = {"learned": learned[suite]}
+        names.update({label: b for b, label in BASELINE_LABELS.items() if _ran(rows, b)})
+        for entity, name in names.items():
+            runs = [r for r in _counted_runs(rows, name) if task_key(r) in oracle]
+            within.setdefault(entity, []).extend(
+                not is_diverged(r) and r["final_train_loss"] <= FACTOR * oracle[task_key(r)]
+                for r in runs
+            )
+            ratios.setdefault(entity, {})[suite] = suite_scores(rows, name)["ratio"]
+        mine = suite_scores(rows, learned[suite])
+        pert = perturbation_scores(rows, learned[suite])
+        perturbed_ok &= not math.isnan(pert["worst"]) and pert["worst"] >= 0.9
         cells = [
             suite,
-            f"`{name}`",
+            f"`{learned[suite]}`",
             str(mine["runs"]),
             _pct(mine["within"]),
             _num(mine["ratio"]),
             f"{_pct(pert['share'])} ({_pct(pert['worst'])})",
         ]
-        ratios: dict[str, float] = {}
-        for baseline, label in BASELINE_LABELS.items():
-            if any(r["controller"] == baseline for r in rows):
-                ratios[label] = suite_scores(rows, baseline)["ratio"]
         for label in labels:
-            value = ratios.get(label, math.nan)
-            mark = " *" if not math.isnan(value) and mine["ratio"] < value else ""
-            cells.append(_num(value) + mark)
-            if mark:
-                wins[label] += 1
+            if label not in names:
+                cells.append("-")
+                continue
+            theirs = suite_scores(rows, names[label])
+            mark = " *" if mine["ratio"] < theirs["ratio"] else ""
+            cells.append(f"{_num(theirs['ratio'])} ({_pct(theirs['within'])}){mark}")
         lines.append("| " + " | ".join(cells) + " |")
-        suites_count += 1
-        at_oracle += mine["ratio"] <= 1.0
-        both = [ratios.get("Prodigy", math.nan), ratios.get("schedule-free", math.nan)]
-        beats_both += all(not math.isnan(v) and mine["ratio"] < v for v in both)
-        oracle = _oracle_losses(rows)
-        for r in _counted_runs(rows, name):
-            if task_key(r) in oracle:
-                totals["within"].append(
-                    float(
-                        not is_diverged(r) and r["final_train_loss"] <= FACTOR * oracle[task_key(r)]
-                    )
-                )
-        totals["logs"].append(math.log(mine["ratio"]))
-        perturbed.append(pert["share"])
-        every_suite_perturbed &= not math.isnan(pert["worst"]) and pert["worst"] >= 0.9
+    count = len(suites)
+    mine_by_suite = ratios["learned"]
     lines += [
-        "",
-        "`*`: the learned controller's ratio is lower than the baseline's on that suite.",
         "",
         "## Over the group",
         "",
-        f"- within 2x of the oracle: {_pct(float(np.mean(totals['within'])))} of "
-        f"{len(totals['within'])} (task, eta_0) runs",
-        f"- ratio to the oracle, geometric mean over suites: "
-        f"{_num(float(np.exp(np.mean(totals['logs']))))}",
-        f"- suites at or below the oracle: {at_oracle} of {suites_count}",
-        f"- suites below both Prodigy and schedule-free: {beats_both} of {suites_count}",
-        "- suites won against each baseline: "
-        + ", ".join(f"{label} {wins[label]}/{suites_count}" for label in labels),
-        f"- theta +-p: every variant within 2x on at least 90% of tasks of every suite: "
-        f"{'yes' if every_suite_perturbed else 'no'}",
+        "Within 2x: the share of all (task, eta_0) runs over every suite. Ratio: the geometric "
+        "mean over the suites of each suite's ratio to the oracle. Suites won: where the "
+        "learned controller's ratio is lower.",
+        "",
+        "| controller | within 2x of the oracle | ratio to the oracle | suites at or below "
+        "the oracle | suites the learned controller wins |",
+        "|---|---|---|---|---|",
+    ]
+    learned_names = " / ".join(f"`{n}`" for n in dict.fromkeys(learned.values()))
+    for entity in ["learned", *labels]:
+        if entity not in ratios:
+            continue
+        theirs = ratios[entity]
+        overall = float(np.exp(np.mean(np.log(list(theirs.values())))))
+        wins = sum(mine_by_suite[s] < theirs[s] for s in theirs)
+        cells = [
+            learned_names if entity == "learned" else entity,
+            f"{_pct(float(np.mean(within[entity])))} of {len(within[entity])}",
+            _num(overall),
+            f"{sum(v <= 1.0 for v in theirs.values())}/{len(theirs)}",
+            "" if entity == "learned" else f"{wins}/{len(theirs)}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    both = sum(
+        all(
+            mine_by_suite[s] < ratios.get(b, {}).get(s, -math.inf)
+            for b in ("Prodigy", "schedule-free")
+        )
+        for s in mine_by_suite
+    )
+    lines += [
+        "",
+        f"- suites where the learned controller is below both Prodigy and schedule-free: "
+        f"{both} of {count}",
+        f"- theta +-p: every variant within 2x of the unperturbed controller on at least 90% of "
+        f"the tasks of every suite: {'yes' if perturbed_ok else 'no'}",
         "",
     ]
     return "\n".join(lines)
+
+
+def _ran(rows: Sequence[Row], name: str) -> bool:
+    return any(r["controller"] == name for r in rows)
