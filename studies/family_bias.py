@@ -294,6 +294,7 @@ def theta_report(rows: list[dict[str, Any]], train_rows: list[dict[str, Any]]) -
         "|---|---|---|---|---|---|",
     ]
     totals = [0, 0, 0, 0]
+    every: list[float] = []
     for family in dict.fromkeys(f for f, _ in tasks):
         own = _best_constant([e for (f, _), e in trained.items() if f == family])
         ratios, ok, own_ok, all_ok = [], 0, 0, 0
@@ -309,13 +310,17 @@ def theta_report(rows: list[dict[str, Any]], train_rows: list[dict[str, Any]]) -
             own_ok += _loss_at(entry, own) <= 2 * floor
             all_ok += _loss_at(entry, overall) <= 2 * floor
         n = len(ratios)
+        if not n:  # a family the controller did not run on (--include)
+            continue
+        every += ratios
         totals = [totals[0] + n, totals[1] + ok, totals[2] + own_ok, totals[3] + all_ok]
         lines.append(
             f"| {family} | {n} | {math.exp(np.mean(ratios)):.2f} | {ok}/{n} | {own_ok}/{n} | "
             f"{all_ok}/{n} |"
         )
     n = totals[0]
-    lines.append(f"| all | {n} | | {totals[1]}/{n} | {totals[2]}/{n} | {totals[3]}/{n} |")
+    geo = math.exp(np.mean(every)) if every else math.nan
+    lines.append(f"| all | {n} | {geo:.2f} | {totals[1]}/{n} | {totals[2]}/{n} | {totals[3]}/{n} |")
     return "\n".join(lines) + "\n"
 
 

@@ -105,7 +105,7 @@ def test_the_controller_is_scored_against_the_oracle_of_its_own_tasks() -> None:
     ]
     text = module.theta_report([*grid, *theta_rows], grid)
     assert "| a | 2 | 2.74 | 1/2 | 2/2 | 2/2 |" in text  # sqrt(1.5 * 5) = 2.74
-    assert "| all | 2 | | 1/2 | 2/2 | 2/2 |" in text
+    assert "| all | 2 | 2.74 | 1/2 | 2/2 | 2/2 |" in text
 
 
 def test_each_nonzero_entry_is_perturbed_both_ways_and_scored_against_the_unperturbed() -> None:
