@@ -146,7 +146,7 @@ def train(
             run.checkpoint()  # a run killed now can resume
         else:
             run = _Training(spec, directory, collector, info_env, learner, done, elapsed, records)
-        _run_batches(run, samples, tensorboard=tensorboard, progress=progress)
+        _run_batches(run, batch, tensorboard=tensorboard, progress=progress)
     finally:
         if info_env is not None:
             info_env.close()
@@ -227,7 +227,7 @@ class _Training:
             run_actions.reshape(len(run_actions), *space.shape), seeds, progress=progress
         )
         rewards = np.array([e.reward for e in batch]).reshape(len(actions), goal.tasks)
-        scores = candidate_scores(rewards, goal) if not goal.is_default else rewards[:, 0]
+        scores = candidate_scores(rewards, goal)  # the rewards themselves by default
         info = learner.tell(actions, scores)
         seconds = time.perf_counter() - started
         self.elapsed += seconds
@@ -249,7 +249,7 @@ class _Training:
         return record
 
 
-def _run_batches(run: _Training, samples: int, *, tensorboard: bool, progress: bool) -> None:
+def _run_batches(run: _Training, batch: int, *, tensorboard: bool, progress: bool) -> None:
     """Run batches until the run has its episodes, with the progress bar and TensorBoard log."""
     spec = run.spec
     writer = _tensorboard(run.directory.path) if tensorboard else None
@@ -263,7 +263,7 @@ def _run_batches(run: _Training, samples: int, *, tensorboard: bool, progress: b
                 _log_scalars(writer, record, run.done)
             if bar is not None:
                 bar.set_postfix(
-                    iteration=f"{run.learner.iteration}/{spec['episodes'] // samples}",
+                    iteration=f"{run.learner.iteration}/{spec['episodes'] // batch}",
                     mean=f"{record['mean_reward']:.4f}",
                     best=f"{max(r['best_reward'] for r in run.records):.4f}",
                 )
