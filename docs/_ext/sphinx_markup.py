@@ -4,9 +4,9 @@ lrgym's docstrings are Google style with a little reStructuredText in the text, 
 mkdocstrings (Markdown) would show as written. Before rendering, this rewrites:
 
 * Sphinx roles (``:class:`~lrgym.x.Y```, ``:func:`train```, ...) into cross-references to the
-  object's entry in the reference, resolved from the docstring's scope. They are *optional*
-  references: a name the reference does not document (``torch.optim.SGD``) stays plain code,
-  never a broken link or a build warning.
+  object's entry in the reference, resolved from the docstring's scope. A public name of
+  ``lrgym`` or ``agents`` must be in the reference (else the strict build fails); any other name
+  (``torch.optim.SGD``) links when the reference documents it and stays plain code when not.
 * reST simple tables (``=====  =====`` borders) into Markdown tables.
 * ``text::`` before a literal block into ``text:`` (the indented block is a code block already).
 
@@ -69,7 +69,12 @@ def role_to_ref(modules: griffe.ModulesCollection, obj: griffe.Object, match: re
     title = target.rsplit(".", 1)[-1] if written.startswith("~") else target
     identifier = resolve(modules, obj, target)
     code = f"<code>{html.escape(title)}</code>"
-    return f'<autoref identifier="{html.escape(identifier)}" optional>{code}</autoref>'
+    # a name of lrgym's own must exist (a broken reference fails the strict build); others
+    # (torch, numpy, ...) link when documented here and stay plain code when not
+    parts = identifier.split(".")
+    private = any(p.startswith("_") and not p.endswith("__") for p in parts)  # not rendered
+    optional = "" if parts[0] in PACKAGES and not private else " optional"
+    return f'<autoref identifier="{html.escape(identifier)}"{optional}>{code}</autoref>'
 
 
 def rst_tables(text: str) -> str:
