@@ -82,7 +82,8 @@ def evaluate_controller(
             f"{target} is a bandit env; this controller file holds a per-step policy of "
             f"{saved.env_id}: evaluate it on a StepSizeControl-Dynamic env"
         )
-    kwargs = {**(dict(saved.env_kwargs) if target == saved.env_id else {}), **(env_kwargs or {})}
+    kwargs = {**learned_kwargs(saved, target), **controller_form(saved, env_kwargs)}
+    kwargs.update(env_kwargs or {})
     probe = gym.make(target, **kwargs)
     try:
         base: Any = probe.unwrapped
@@ -108,6 +109,40 @@ def evaluate_controller(
 def _starting_features(env: gym.Env[Any, Any], seed: int) -> np.ndarray:
     observation, _ = env.reset(seed=seed)
     return np.asarray(observation)
+
+
+FORM_KWARGS = ("relative", "max_change", "start", "lr_bounds")
+"""The bandit env settings that make a log-linear controller's form (as a controller file
+records them): a file's controller runs in its own form on any bandit env."""
+
+
+def controller_form(
+    saved: SavedController, env_kwargs: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The env settings that run ``saved``'s controller in the form it was learned in
+    (:data:`FORM_KWARGS`), on its own env or any other bandit env.
+
+    Raises:
+        InvalidConfigError: ``env_kwargs`` sets one of them otherwise than the file (the
+            controller would silently run in another form than it was learned in).
+    """
+    form = {
+        "relative": saved.relative,
+        "max_change": saved.max_change,
+        "start": saved.start,
+        "lr_bounds": list(saved.lr_bounds),
+    }
+    for key, value in (env_kwargs or {}).items():
+        if key in form and _json(value) != _json(form[key]):
+            raise InvalidConfigError(
+                f"env argument {key}={value!r} contradicts the controller file, learned with "
+                f"{key}={form[key]!r}; drop it (the file's form applies on every env)"
+            )
+    return form
+
+
+def _json(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def learned_kwargs(saved: SavedController, env_id: str) -> dict[str, Any]:

@@ -410,6 +410,13 @@ def test_a_controller_learned_with_the_probe_start_runs_the_same_from_every_eta0
         rates = episode.curves.learning_rates
         assert rates[1] == pytest.approx(rates[0], rel=1e-3)
         assert rates[1] != pytest.approx(rates[2], rel=1e-3)  # the rate moves from then on
+    # ...and so it does on an env other than the one the file was learned on
+    elsewhere = dataclasses.replace(fixed, env_id="StepSizeControl-Digits-v0", env_kwargs={})
+    (episode,) = evaluate_controller(elsewhere, TOY, episodes=1, seed=9, env_kwargs=SHORT)
+    (same,) = evaluate_controller(fixed, episodes=1, seed=9)
+    assert episode.final_train_loss == same.final_train_loss
+    with pytest.raises(InvalidConfigError, match="start='eta0' contradicts"):
+        evaluate_controller(elsewhere, TOY, episodes=1, env_kwargs={**SHORT, "start": "eta0"})
 
 
 def test_evaluate_controller_runs_theta_on_seeded_tasks(uninterrupted: Path) -> None:
