@@ -101,19 +101,26 @@ class _KnownRewards:
         pass
 
 
-def _learn(tmp_path, name, reward, algorithm="cmaes", episodes=1280, config=None, **options):
+def _train(out, episodes, objective, reward=None, algorithm="cmaes", config=None, **options):
+    """``train`` on the Toy env's action box with rewards from ``_KnownRewards(reward)``."""
     collector = _KnownRewards(reward)
     run = train(
         algorithm,
         "StepSizeControl-Toy-v0",
-        tmp_path / name,
+        out,
         episodes=episodes,
         config=config or {"samples": 8},
         seed=0,
+        objective=objective,
         collector=collector,
         progress=False,
         **options,
     )
+    return run, collector
+
+
+def _learn(tmp_path, name, reward, algorithm="cmaes", episodes=1280, config=None, objective=None):
+    run, collector = _train(tmp_path / name, episodes, objective, reward, algorithm, config)
     return run.learner.recommendation()[0], collector
 
 
@@ -192,25 +199,9 @@ def test_shared_tasks_run_every_candidate_on_the_same_tasks(tmp_path):
 
 def test_episodes_must_fill_whole_iterations_of_candidates_times_tasks(tmp_path):
     with pytest.raises(InvalidConfigError, match=r"samples=8 x tasks=4"):
-        train(
-            "cmaes",
-            "StepSizeControl-Toy-v0",
-            tmp_path / "x",
-            episodes=40,
-            config={"samples": 8},
-            objective={"tasks": 4},
-            collector=_KnownRewards(None),
-        )
+        _train(tmp_path / "x", 40, {"tasks": 4})
     with pytest.raises(InvalidConfigError, match="same_task"):
-        train(
-            "cmaes",
-            "StepSizeControl-Toy-v0",
-            tmp_path / "y",
-            episodes=16,
-            config={"samples": 8},
-            objective={"comparable": "rank"},
-            collector=_KnownRewards(None),
-        )
+        _train(tmp_path / "y", 16, {"comparable": "rank"})
 
 
 def test_a_resumed_run_keeps_its_objective_and_ends_where_a_whole_run_ends(tmp_path):
@@ -221,29 +212,7 @@ def test_a_resumed_run_keeps_its_objective_and_ends_where_a_whole_run_ends(tmp_p
 
     whole, _ = _learn(tmp_path, "whole", reward, episodes=160, objective=goal)
     _learn(tmp_path, "part", reward, episodes=80, objective=goal)
-    resumed = train(
-        "cmaes",
-        "StepSizeControl-Toy-v0",
-        tmp_path / "part",
-        episodes=160,
-        config={"samples": 8},
-        seed=0,
-        objective=goal,
-        resume=True,
-        collector=_KnownRewards(reward),
-        progress=False,
-    )
+    resumed, _ = _train(tmp_path / "part", 160, goal, reward, resume=True)
     np.testing.assert_array_equal(resumed.learner.recommendation()[0], whole)
     with pytest.raises(CheckpointError, match=r"objective=.*perturb.: 0.2"):
-        train(
-            "cmaes",
-            "StepSizeControl-Toy-v0",
-            tmp_path / "part",
-            episodes=160,
-            config={"samples": 8},
-            seed=0,
-            objective={**goal, "perturb": 0.2},
-            resume=True,
-            collector=_KnownRewards(reward),
-            progress=False,
-        )
+        _train(tmp_path / "part", 160, {**goal, "perturb": 0.2}, reward, resume=True)

@@ -373,62 +373,38 @@ def add_arguments(parser: Any) -> None:
 
 
 def command(args: Any, backend: Callable[[Any], str]) -> int:
-    """Run ``lrgym benchmark`` from parsed arguments."""
-    if args.suite in SUITE_GROUPS:
-        return _group_command(args, backend)
-    try:
-        csv_path = run_benchmark(
-            args.suite,
-            args.out,
-            controllers=args.controller,
-            baselines=args.baselines,
-            tasks=args.tasks,
-            eta0_sweep=args.eta0_sweep,
-            perturb=args.perturb,
-            data_root=args.data_root,
-            backend=backend(args),
-            workers=args.workers,
-            ray_address=args.ray_address,
-            resume=args.resume,
-            progress=not args.no_progress,
-            figures=not args.no_figures,
-        )
-    except KeyboardInterrupt:
-        print(
-            "\nlrgym: interrupted; finished runs are saved. Continue with the same command and "
-            f"--resume (out: {args.out})"
-        )
-        return 130
-    print(summary_text(read_results(csv_path)), end="")
-    print(f"results: {csv_path}   leaderboard: {csv_path.parent / 'leaderboard.md'}")
-    return 0
-
-
-def _group_command(args: Any, backend: Callable[[Any], str]) -> int:
-    if args.eta0_sweep:
+    """Run ``lrgym benchmark`` from parsed arguments (a suite, or a group of suites)."""
+    options: dict[str, Any] = {
+        "controllers": args.controller,
+        "baselines": args.baselines,
+        "tasks": args.tasks,
+        "perturb": args.perturb,
+        "data_root": args.data_root,
+        "backend": backend(args),
+        "workers": args.workers,
+        "ray_address": args.ray_address,
+        "resume": args.resume,
+        "progress": not args.no_progress,
+        "figures": not args.no_figures,
+    }
+    group = args.suite in SUITE_GROUPS
+    if group and args.eta0_sweep:
         print("lrgym: a suite group always sweeps eta_0 over each suite's range")
     try:
-        report = run_group(
-            args.suite,
-            args.out,
-            controllers=args.controller,
-            baselines=args.baselines,
-            tasks=args.tasks,
-            perturb=args.perturb,
-            data_root=args.data_root,
-            backend=backend(args),
-            workers=args.workers,
-            ray_address=args.ray_address,
-            resume=args.resume,
-            progress=not args.no_progress,
-            figures=not args.no_figures,
-        )
+        if group:
+            report = run_group(args.suite, args.out, **options)
+        else:
+            csv_path = run_benchmark(args.suite, args.out, eta0_sweep=args.eta0_sweep, **options)
     except KeyboardInterrupt:
         print(
             "\nlrgym: interrupted; finished runs are saved. Continue with the same command and "
             f"--resume (out: {args.out})"
         )
         return 130
-    print(report.read_text(), end="")
-    print(f"report: {report}")
+    if group:
+        print(report.read_text(), end="")
+        print(f"report: {report}")
+    else:
+        print(summary_text(read_results(csv_path)), end="")
+        print(f"results: {csv_path}   leaderboard: {csv_path.parent / 'leaderboard.md'}")
     return 0
