@@ -102,20 +102,8 @@ def train(
     """
     settings = config_dict(config) if is_dataclass(config) else dict(config or {})
     learner_settings = learner_config(algorithm, settings)  # validates
-    goal = objective_from(objective)
-    samples = int(learner_settings.samples)
-    batch = samples * goal.tasks
-    if int(episodes) != episodes or episodes < batch or episodes % batch:
-        per = f"samples={samples}" if goal.tasks == 1 else f"samples={samples} x tasks={goal.tasks}"
-        raise InvalidConfigError(
-            f"episodes={episodes!r} must be a positive multiple of {per} "
-            f"(iterations = episodes / {batch}), e.g. {max(1, round(episodes / batch)) * batch}"
-        )
-    if goal.comparable == "rank" and goal.tasks == 1 and not same_task:
-        raise InvalidConfigError(
-            "comparable='rank' ranks the candidates on each task they share, but every episode "
-            "has its own task: pass same_task=True (--same-task) or tasks >= 2"
-        )
+    goal = checked_objective(objective, int(learner_settings.samples), episodes, same_task)
+    batch = int(learner_settings.samples) * goal.tasks
     learner_spec: dict[str, Any] = {
         "config": config_dict(learner_settings),
         "same_task": bool(same_task),
@@ -153,6 +141,31 @@ def train(
         if own:
             collector.close()
     return LearnerRun(learner, run.records, directory.path)
+
+
+def checked_objective(
+    objective: Objective | Mapping[str, Any] | None, samples: int, episodes: int, same_task: bool
+) -> Objective:
+    """The run's :class:`~agents.objective.Objective`, checked against its budget.
+
+    Raises:
+        InvalidConfigError: ``episodes`` not a positive multiple of ``samples`` times the
+            objective's ``tasks``, or ranks without shared tasks.
+    """
+    goal = objective_from(objective)
+    batch = samples * goal.tasks
+    if int(episodes) != episodes or episodes < batch or episodes % batch:
+        per = f"samples={samples}" if goal.tasks == 1 else f"samples={samples} x tasks={goal.tasks}"
+        raise InvalidConfigError(
+            f"episodes={episodes!r} must be a positive multiple of {per} "
+            f"(iterations = episodes / {batch}), e.g. {max(1, round(episodes / batch)) * batch}"
+        )
+    if goal.comparable == "rank" and goal.tasks == 1 and not same_task:
+        raise InvalidConfigError(
+            "comparable='rank' ranks the candidates on each task they share, but every episode "
+            "has its own task: pass same_task=True (--same-task) or tasks >= 2"
+        )
+    return goal
 
 
 @dataclass

@@ -120,21 +120,9 @@ def run_benchmark(
         feature_cost=feature_cost,
     )
     env_kwargs = _env_kwargs(suite, data_root)
-    settings = {
-        "format": FORMAT,
-        "version": VERSION,
-        "suite": suite.to_dict(),
-        "controllers": [{"name": n, "path": p, "sha256": file_sha256(p)} for n, p in named],
-        "baselines": [b.name for b in get_baselines(baselines)],
-        "tasks": len({j.task_index for j in jobs}),
-        "eta0_sweep": bool(eta0_sweep),
-        "perturb": float(perturb),
-        "lrgym_version": lrgym.__version__,
-    }
-    if eta0_grid is not None:  # older benchmarks (without these keys) still resume
-        settings["eta0_grid"] = [float(v) for v in eta0_grid]
-    if not feature_cost:
-        settings["feature_cost"] = False
+    settings = _settings(
+        suite, named, baselines, jobs, eta0_sweep, perturb, eta0_grid, feature_cost
+    )
     results = _ResultsFolder(Path(out), suite, jobs, _resume(Path(out), settings, resume))
     todo = [job for job in jobs if job.key not in results.rows]
     bar = None
@@ -168,6 +156,35 @@ def run_benchmark(
     if figures:
         write_figures(results.csv_path)
     return results.csv_path
+
+
+def _settings(
+    suite: Suite,
+    named: Sequence[tuple[str, str]],
+    baselines: str | None,
+    jobs: Sequence[Job],
+    eta0_sweep: bool,
+    perturb: float,
+    eta0_grid: Sequence[float] | None,
+    feature_cost: bool,
+) -> dict[str, Any]:
+    """A benchmark's ``benchmark.json`` (what ``--resume`` checks against)."""
+    settings = {
+        "format": FORMAT,
+        "version": VERSION,
+        "suite": suite.to_dict(),
+        "controllers": [{"name": n, "path": p, "sha256": file_sha256(p)} for n, p in named],
+        "baselines": [b.name for b in get_baselines(baselines)],
+        "tasks": len({j.task_index for j in jobs}),
+        "eta0_sweep": bool(eta0_sweep),
+        "perturb": float(perturb),
+        "lrgym_version": lrgym.__version__,
+    }
+    if eta0_grid is not None:  # older benchmarks (without these keys) still resume
+        settings["eta0_grid"] = [float(v) for v in eta0_grid]
+    if not feature_cost:
+        settings["feature_cost"] = False
+    return settings
 
 
 def run_group(

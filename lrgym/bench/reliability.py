@@ -122,6 +122,10 @@ def _num(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.3g}"
 
 
+LABELS = list(dict.fromkeys(BASELINE_LABELS.values()))
+"""The baselines' names in the report, in order."""
+
+
 def reliability_markdown(
     suites: Sequence[tuple[str, Sequence[Row]]], learned: Mapping[str, str]
 ) -> str:
@@ -131,9 +135,8 @@ def reliability_markdown(
         suites: ``(suite name, rows with oracle rows)`` of every member, in order.
         learned: the learned controller's name on each suite (the headline row).
     """
-    labels = list(dict.fromkeys(BASELINE_LABELS.values()))
     header = ["suite", "controller", "runs", "within 2x", "ratio to oracle", "theta +-p"]
-    header += [f"{label}: ratio (within 2x)" for label in labels]
+    header += [f"{label}: ratio (within 2x)" for label in LABELS]
     lines = [
         "# Reliability",
         "",
@@ -161,28 +164,46 @@ def reliability_markdown(
                 for r in runs
             )
             ratios.setdefault(entity, {})[suite] = suite_scores(rows, name)["ratio"]
-        mine = suite_scores(rows, learned[suite])
         pert = perturbation_scores(rows, learned[suite])
         perturbed_ok &= not math.isnan(pert["worst"]) and pert["worst"] >= 0.9
-        cells = [
-            suite,
-            f"`{learned[suite]}`",
-            str(mine["runs"]),
-            _pct(mine["within"]),
-            _num(mine["ratio"]),
-            f"{_pct(pert['share'])} ({_pct(pert['worst'])})",
-        ]
-        for label in labels:
-            if label not in names:
-                cells.append("-")
-                continue
-            theirs = suite_scores(rows, names[label])
-            mark = " *" if mine["ratio"] < theirs["ratio"] else ""
-            cells.append(f"{_num(theirs['ratio'])} ({_pct(theirs['within'])}){mark}")
-        lines.append("| " + " | ".join(cells) + " |")
-    count = len(suites)
+        lines.append(_suite_line(suite, rows, names, pert))
+    headline = " / ".join(f"`{n}`" for n in dict.fromkeys(learned.values()))
+    return "\n".join([*lines, *_group_lines(headline, within, ratios, perturbed_ok)])
+
+
+def _suite_line(
+    suite: str, rows: Sequence[Row], names: Mapping[str, str], pert: Mapping[str, Any]
+) -> str:
+    """One suite's row: the learned controller (``names["learned"]``), then each baseline."""
+    mine = suite_scores(rows, names["learned"])
+    cells = [
+        suite,
+        f"`{names['learned']}`",
+        str(mine["runs"]),
+        _pct(mine["within"]),
+        _num(mine["ratio"]),
+        f"{_pct(pert['share'])} ({_pct(pert['worst'])})",
+    ]
+    for label in LABELS:
+        if label not in names:
+            cells.append("-")
+            continue
+        theirs = suite_scores(rows, names[label])
+        mark = " *" if mine["ratio"] < theirs["ratio"] else ""
+        cells.append(f"{_num(theirs['ratio'])} ({_pct(theirs['within'])}){mark}")
+    return "| " + " | ".join(cells) + " |"
+
+
+def _group_lines(
+    learned_names: str,
+    within: Mapping[str, list[bool]],
+    ratios: Mapping[str, Mapping[str, float]],
+    perturbed_ok: bool,
+) -> list[str]:
+    """The group's leaderboard: each entity's share within 2x over all runs, its ratio over the
+    suites, the suites at or below the oracle and those the learned controller wins."""
     mine_by_suite = ratios["learned"]
-    lines += [
+    lines = [
         "",
         "## Over the group",
         "",
@@ -194,8 +215,7 @@ def reliability_markdown(
         "the oracle | suites the learned controller wins |",
         "|---|---|---|---|---|",
     ]
-    learned_names = " / ".join(f"`{n}`" for n in dict.fromkeys(learned.values()))
-    for entity in ["learned", *labels]:
+    for entity in ["learned", *LABELS]:
         if entity not in ratios:
             continue
         theirs = ratios[entity]
@@ -216,15 +236,15 @@ def reliability_markdown(
         )
         for s in mine_by_suite
     )
-    lines += [
+    return [
+        *lines,
         "",
         f"- suites where the learned controller is below both Prodigy and schedule-free: "
-        f"{both} of {count}",
+        f"{both} of {len(mine_by_suite)}",
         f"- theta +-p: every variant within 2x of the unperturbed controller on at least 90% of "
         f"the tasks of every suite: {'yes' if perturbed_ok else 'no'}",
         "",
     ]
-    return "\n".join(lines)
 
 
 def _ran(rows: Sequence[Row], name: str) -> bool:
