@@ -22,6 +22,7 @@ from agents.collect import Episode, episode_from_info, make_collector
 from agents.pools import make_pool
 from lrgym.controllers import Controller
 from lrgym.controllers.files import PerStepPolicyFile, SavedController
+from lrgym.controllers.loglinear import FORM_FIELDS
 from lrgym.envs import ControllerWrapper
 from lrgym.errors import InvalidConfigError
 from lrgym.registration import bandit_id_of, is_dynamic
@@ -111,27 +112,17 @@ def _starting_features(env: gym.Env[Any, Any], seed: int) -> np.ndarray:
     return np.asarray(observation)
 
 
-FORM_KWARGS = ("relative", "max_change", "start", "lr_bounds")
-"""The bandit env settings that make a log-linear controller's form (as a controller file
-records them): a file's controller runs in its own form on any bandit env."""
-
-
 def controller_form(
     saved: SavedController, env_kwargs: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """The env settings that run ``saved``'s controller in the form it was learned in
-    (:data:`FORM_KWARGS`), on its own env or any other bandit env.
+    (:data:`lrgym.controllers.loglinear.FORM_FIELDS`), on its own env or any other bandit env.
 
     Raises:
         InvalidConfigError: ``env_kwargs`` sets one of them otherwise than the file (the
             controller would silently run in another form than it was learned in).
     """
-    form = {
-        "relative": saved.relative,
-        "max_change": saved.max_change,
-        "start": saved.start,
-        "lr_bounds": list(saved.lr_bounds),
-    }
+    form = {name: _json(getattr(saved, name)) for name in FORM_FIELDS}
     for key, value in (env_kwargs or {}).items():
         if key in form and _json(value) != _json(form[key]):
             raise InvalidConfigError(

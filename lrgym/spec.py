@@ -26,6 +26,7 @@ from lrgym.controllers.loglinear import (
     LogLinearController,
     checked_max_change,
     checked_start,
+    in_form,
 )
 from lrgym.errors import InvalidConfigError, UnknownSettingError, choice_error
 from lrgym.features import FeatureConfig
@@ -221,13 +222,7 @@ class BanditSettings(EnvSettings):
     def controller(self, theta: Sequence[float] | np.ndarray) -> LogLinearController:
         """The log-linear controller of ``theta`` in these settings' form (``relative``,
         ``lr_bounds``, ``max_change``, ``start``)."""
-        return LogLinearController(
-            theta,
-            relative=self.relative,
-            lr_bounds=self.lr_bounds,
-            max_change=self.max_change,
-            start=self.start,
-        )
+        return in_form(theta, self)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -143,3 +143,14 @@ def checked_max_change(max_change: float | None) -> float | None:
             "which the rate may change per step), or None for no bound"
         )
     return float(max_change)
+
+
+FORM_FIELDS = ("relative", "lr_bounds", "max_change", "start")
+"""The settings that make a log-linear controller's form (beside ``theta``): what env settings
+and controller files record, and what :func:`in_form` reads."""
+
+
+def in_form(theta: Sequence[float] | np.ndarray, form: object) -> LogLinearController:
+    """The log-linear controller of ``theta`` in the form of ``form``, any object with the
+    attributes :data:`FORM_FIELDS` (env settings, a controller file)."""
+    return LogLinearController(theta, **{name: getattr(form, name) for name in FORM_FIELDS})

@@ -20,7 +20,12 @@ from typing import Any, ClassVar, TypeAlias
 import numpy as np
 
 from lrgym.controllers.base import DEFAULT_LR_BOUNDS, checked_bounds
-from lrgym.controllers.loglinear import LogLinearController, checked_max_change, checked_start
+from lrgym.controllers.loglinear import (
+    LogLinearController,
+    checked_max_change,
+    checked_start,
+    in_form,
+)
 from lrgym.errors import InvalidConfigError, LrgymError
 
 FORMAT = "lrgym-controller"
@@ -114,13 +119,7 @@ class SavedController(ABC):
     def with_theta(self, theta: Observation) -> LogLinearController:
         """The log-linear controller of ``theta`` in this file's form: its ``relative``,
         ``lr_bounds``, ``max_change`` and ``start`` (e.g. for a perturbed ``theta``)."""
-        return LogLinearController(
-            theta,
-            relative=self.relative,
-            lr_bounds=self.lr_bounds,
-            max_change=self.max_change,
-            start=self.start,
-        )
+        return in_form(theta, self)
 
     def controller(self) -> LogLinearController:
         """The controller where no task is at hand: :meth:`controller_for` with ``None``
