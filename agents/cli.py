@@ -1,12 +1,13 @@
 """``lrgym train ...`` and ``lrgym evaluate ...``: the learners' commands.
 
-:mod:`lrgym.cli` (which never imports :mod:`agents`) finds these through the ``lrgym.commands``
-entry point of this distribution and calls :func:`register` with its subcommand parsers.
+:mod:`lrgym.cli` (which never imports :mod:`lrgym_agents`) finds these through the
+``lrgym.commands`` entry point of this distribution and calls :func:`register` with its
+subcommand parsers.
 
 * ``lrgym train {reps,cmaes,random} --episodes N --samples M --out DIR`` runs an ask/tell
-  learner (:mod:`agents.loop`);
+  learner (:mod:`lrgym_agents.loop`);
 * ``lrgym train {ppo,a2c,sac,td3,ars} --episodes N --out DIR`` runs a Stable-Baselines3 learner
-  (:mod:`agents.learners.sb3`);
+  (:mod:`lrgym_agents.learners.sb3`);
 * ``lrgym evaluate CONTROLLER --episodes K --seed S`` runs a controller file on fresh tasks.
 """
 
@@ -20,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from agents.benchmark import add_arguments as add_benchmark_arguments
-from agents.objective import COMPARABLE, RISKS
-from agents.pools import resolve_backend
 from lrgym.cli import add_env_arguments, env_kwargs_from, save_curves
 from lrgym.errors import LrgymError
 from lrgym.registration import is_dynamic
+
+from .benchmark import add_arguments as add_benchmark_arguments
+from .objective import COMPARABLE, RISKS
+from .pools import resolve_backend
 
 ASK_TELL = {
     "reps": "episodic REPS (the paper's learner)",
@@ -105,7 +107,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _objective(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "objective", "what the learner is told (agents.objective; the defaults: each reward)"
+        "objective", "what the learner is told (lrgym_agents.objective; the defaults: each reward)"
     )
     group.add_argument(
         "--tasks", type=int, default=1, help="tasks every candidate runs on per iteration (shared)"
@@ -173,7 +175,7 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         if args.algorithm in ASK_TELL:
-            from agents.loop import train
+            from .loop import train
 
             settings = {"samples": args.samples}
             settings.update({k: getattr(args, k) for k in _SETTINGS[args.algorithm]})
@@ -196,7 +198,7 @@ def _train(args: argparse.Namespace) -> int:
             )
             records = run.records
         else:
-            from agents.learners.sb3 import train_sb3
+            from .learners.sb3 import train_sb3
 
             if _backend_name(args) == "ray":
                 raise LrgymError(
@@ -240,15 +242,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from agents.benchmark import command
+    from .benchmark import command
 
     return command(args, _backend_name)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     import lrgym  # noqa: F401 - registers the environments
-    from agents.evaluation import evaluate_controller
     from lrgym.controllers.files import LogLinearFile, load_controller
+
+    from .evaluation import evaluate_controller
 
     saved = load_controller(args.controller)
     env_id = args.env or saved.env_id

@@ -7,10 +7,10 @@ order: every backend gives identical per-episode results for the same seeds and 
 worker runs its episodes with one torch thread (the float sums of a convolution depend on how
 many threads share them); use more workers, not more threads, to use more cores.
 
-:class:`Collector` runs the episodes on a pool of :mod:`agents.pools` (``backend``: ``"serial"``,
-one env in this process; ``"process"``, worker processes on this machine, each dealt the next
-episode as soon as it is free; ``"ray"``, Ray actors on a local or remote cluster), every worker
-holding one env (:class:`EpisodeWorker`).
+:class:`Collector` runs the episodes on a pool of :mod:`lrgym_agents.pools` (``backend``:
+``"serial"``, one env in this process; ``"process"``, worker processes on this machine, each
+dealt the next episode as soon as it is free; ``"ray"``, Ray actors on a local or remote
+cluster), every worker holding one env (:class:`EpisodeWorker`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.pools import WorkerPool, make_pool
 from lrgym.errors import InvalidConfigError, LrgymError
+
+from .pools import WorkerPool, make_pool
 
 Progress = Callable[[int], None]
 """Called with the number of episodes that just finished."""
@@ -120,11 +121,12 @@ class Collector:
     episode it is dealt; results come back in the order of the seeds, identical whatever the
     backend. In the serial backend an episode's error propagates as it is; in the others a
     worker that dies (killed, out of memory) or an episode that raises ends :meth:`run` with a
-    :class:`agents.pools.CollectorError` naming the episode's seed, and the collector is closed.
+    :class:`lrgym_agents.pools.CollectorError` naming the episode's seed, and the collector is
+    closed.
 
     Args:
         env_id, env_kwargs: the env every worker builds.
-        backend, workers, ray_address: where the episodes run (:func:`agents.pools.make_pool`;
+        backend, workers, ray_address: where the episodes run (:func:`lrgym_agents.pools.make_pool`;
             ``backend=None``: serial for one worker, worker processes for more).
 
     Raises:
@@ -206,5 +208,5 @@ def make_collector(
     ray_address: str | None = None,
 ) -> Collector:
     """The :class:`Collector` of ``env_id`` on ``backend`` (``"serial"``, ``"process"`` or
-    ``"ray"``; ``None``: see :func:`agents.pools.resolve_backend`)."""
+    ``"ray"``; ``None``: see :func:`lrgym_agents.pools.resolve_backend`)."""
     return Collector(env_id, env_kwargs, backend=backend, workers=workers, ray_address=ray_address)

@@ -18,14 +18,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.collect import Episode, episode_from_info, make_collector
-from agents.pools import make_pool
 from lrgym.controllers import Controller
 from lrgym.controllers.files import PerStepPolicyFile, SavedController
 from lrgym.controllers.loglinear import FORM_FIELDS
 from lrgym.envs import ControllerWrapper
 from lrgym.errors import InvalidConfigError
 from lrgym.registration import bandit_id_of, is_dynamic
+
+from .collect import Episode, episode_from_info, make_collector
+from .pools import make_pool
 
 BANDIT_ONLY_KWARGS = (
     "theta_center",
@@ -161,7 +162,7 @@ def evaluate_dynamic(
     its deterministic actions, any other controller (a :class:`lrgym.Controller`, a log-linear
     or contextual controller file) through :class:`lrgym.envs.ControllerWrapper`.
 
-    Episodes run on the workers of ``backend`` (see :func:`agents.pools.make_pool`); their
+    Episodes run on the workers of ``backend`` (see :func:`lrgym_agents.pools.make_pool`); their
     results depend only on the seed. ``reward`` is the episode's return. To score several
     policies on one pool, map :func:`play_episode` over a pool of :class:`DynamicWorker`.
     """

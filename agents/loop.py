@@ -3,12 +3,12 @@
 :func:`train` asks the learner for a batch, runs the batch's episodes through a collector
 (serial, process or Ray; results never depend on which), tells the learner the rewards, and
 after every batch appends a line to ``log.jsonl``, writes ``controller.json`` and checkpoints the
-learner atomically (:mod:`agents.rundir`). A run killed at any moment resumes from its
+learner atomically (:mod:`lrgym_agents.rundir`). A run killed at any moment resumes from its
 checkpoint to exactly the controller an uninterrupted run ends with: the episodes of an
 unfinished batch are run again with the same seeds and actions.
 
 Episode ``j`` of iteration ``i`` runs the task of ``reset(seed)`` with the seed
-:func:`agents.collect.episode_seeds` derives from ``(seed, i)``; with ``same_task`` every
+:func:`lrgym_agents.collect.episode_seeds` derives from ``(seed, i)``; with ``same_task`` every
 episode of an iteration shares one task.
 """
 
@@ -24,22 +24,25 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.collect import Collector, Progress, episode_seeds, make_collector
-from agents.learners.asktell import (
+from lrgym.controllers.files import save_controller
+from lrgym.errors import InvalidConfigError, LrgymError
+
+from .collect import Collector, Progress, episode_seeds, make_collector
+from .learners.asktell import (
     AskTellLearner,
     config_dict,
     learner_config,
     learner_from_state,
     make_learner,
 )
-from agents.objective import (
+from .objective import (
     Objective,
     candidate_scores,
     objective_from,
     perturbation_factors,
     perturbed_actions,
 )
-from agents.rundir import (
+from .rundir import (
     LearnerRun,
     RunDirectory,
     controller_for,
@@ -47,8 +50,6 @@ from agents.rundir import (
     progress_bar,
     run_settings,
 )
-from lrgym.controllers.files import save_controller
-from lrgym.errors import InvalidConfigError, LrgymError
 
 
 def train(
@@ -74,9 +75,9 @@ def train(
 
     Args:
         algorithm: ``"reps"``, ``"cmaes"`` or ``"random"``
-            (:data:`agents.learners.asktell.ASK_TELL_LEARNERS`).
+            (:data:`lrgym_agents.learners.asktell.ASK_TELL_LEARNERS`).
         env_id: a registered env with a Box action and one-step episodes.
-        out: the run directory (:mod:`agents.rundir`).
+        out: the run directory (:mod:`lrgym_agents.rundir`).
         episodes: training runs in total, a multiple of the learner's ``samples``
             (iterations = episodes / samples); a resumed run continues up to this number.
         config: the learner's settings (its config dataclass, or a dict of them).
@@ -85,10 +86,11 @@ def train(
         same_task: run every episode of an iteration on the same task (a fresh one each
             iteration), so that their rewards differ only by the action (common random
             numbers); otherwise every episode has its own task, as in the paper.
-        objective: what the learner is told (:class:`agents.objective.Objective`: tasks per
+        objective: what the learner is told (:class:`lrgym_agents.objective.Objective`: tasks per
             candidate, comparable rewards, CVaR, theta perturbations); the default tells it
             each episode's reward.
-        backend, workers, ray_address: how episodes run (:func:`agents.collect.make_collector`).
+        backend, workers, ray_address: how episodes run
+            (:func:`lrgym_agents.collect.make_collector`).
         resume: continue the run in ``out`` from its checkpoint.
         tensorboard: also log scalars for TensorBoard under ``out/tensorboard``.
         progress: show a progress bar on stderr.
@@ -97,7 +99,7 @@ def train(
     Raises:
         InvalidConfigError: unknown learner or setting, ``episodes`` not a positive multiple
             of ``samples`` times the objective's ``tasks``, or ranks without shared tasks.
-        agents.rundir.CheckpointError: ``resume`` and the checkpoint is missing, corrupt or
+        lrgym_agents.rundir.CheckpointError: ``resume`` and the checkpoint is missing, corrupt or
             from a run with other settings; or not ``resume`` and ``out`` already holds a run.
     """
     settings = config_dict(config) if is_dataclass(config) else dict(config or {})
@@ -146,7 +148,7 @@ def train(
 def checked_objective(
     objective: Objective | Mapping[str, Any] | None, samples: int, episodes: int, same_task: bool
 ) -> Objective:
-    """The run's :class:`~agents.objective.Objective`, checked against its budget.
+    """The run's :class:`~lrgym_agents.objective.Objective`, checked against its budget.
 
     Raises:
         InvalidConfigError: ``episodes`` not a positive multiple of ``samples`` times the

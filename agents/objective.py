@@ -2,7 +2,7 @@
 
 The paper's learner scores each candidate by the reward of one episode on its own task. Learning
 one controller for many families asks more of the score (:class:`Objective`, the ``objective``
-of :func:`agents.loop.train` and ``lrgym train ... --tasks/--comparable/--risk/--perturb``):
+of :func:`lrgym_agents.loop.train` and ``lrgym train ... --tasks/--comparable/--risk/--perturb``):
 
 * ``tasks = K``: every candidate of an iteration runs on the same ``K`` fresh tasks (common
   random numbers), so that their scores differ by the candidate, not by the draw of tasks;

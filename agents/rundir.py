@@ -1,7 +1,8 @@
 """A training run's directory: settings, log, checkpoint and controller files, in one place.
 
-Every learner (:mod:`agents.loop` for the ask/tell learners, :mod:`agents.learners.sb3` for
-Stable-Baselines3) writes the same files into its ``--out`` directory:
+Every learner (:mod:`lrgym_agents.loop` for the ask/tell learners,
+:mod:`lrgym_agents.learners.sb3` for Stable-Baselines3) writes the same files into its ``--out``
+directory:
 
 * ``run.json``: the run's settings (what ``--resume`` checks against);
 * ``log.jsonl``: one JSON line per batch of episodes, fsynced, with the columns every learner
@@ -63,7 +64,8 @@ LOG_COLUMNS = (
 
 @dataclass
 class LearnerRun:
-    """What :func:`agents.loop.train` and :func:`agents.learners.sb3.train_sb3` return."""
+    """What :func:`lrgym_agents.loop.train` and :func:`lrgym_agents.learners.sb3.train_sb3`
+    return."""
 
     learner: Any
     """The trained learner: an ask/tell learner, or the Stable-Baselines3 model."""

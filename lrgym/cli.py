@@ -5,9 +5,10 @@
 * ``lrgym leaderboard CSV`` writes the leaderboard (and with ``--figures`` the figures) of a
   benchmark's ``results.csv``;
 * ``lrgym train ALGORITHM ...``, ``lrgym evaluate CONTROLLER ...`` and ``lrgym benchmark ...``
-  come from the learners (the ``agents`` package), found through the ``lrgym.commands`` entry
-  point group: each entry point is a function that adds its subcommands to the parser and
-  returns their handlers. This module never imports ``agents`` itself.
+  come from the learners (the ``lrgym_agents`` package, the repository's ``agents/`` folder),
+  found through the ``lrgym.commands`` entry point group: each entry point is a function that
+  adds its subcommands to the parser and returns their handlers. This module never imports
+  ``lrgym_agents`` itself.
 
 For example::
 

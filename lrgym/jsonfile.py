@@ -1,7 +1,7 @@
 """Small JSON documents on disk: atomic writes and format/version-checked reads.
 
 Controller files (:mod:`lrgym.controllers.files`) and the training workflow's checkpoints
-(:mod:`agents.rundir`) are both JSON objects with a ``"format"`` name and an integer
+(:mod:`lrgym_agents.rundir`) are both JSON objects with a ``"format"`` name and an integer
 ``"version"``; :func:`read_document` does the checks they share, so a damaged or foreign file
 gets the same clear error everywhere.
 """

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import lrgym  # noqa: F401 - registers the environments
-from agents.collect import Collector, episode_seeds
+from lrgym_agents.collect import Collector, episode_seeds
 
 
 def compare(

@@ -34,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 
 import lrgym  # noqa: F401 - registers the environments
-from agents.pools import ProcessPool
+from lrgym_agents.pools import ProcessPool
 
 SETTINGS: dict[str, dict[str, str]] = {
     "bounded": {},  # what importing lrgym sets

@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from agents.benchmark.runner import run_benchmark
 from lrgym.bench.results import read_results
 from lrgym.bench.statistics import geometric_mean_loss, with_oracle
 from lrgym.bench.suites import SUITE_SEED_BASE, get_suite
+from lrgym_agents.benchmark.runner import run_benchmark
 
 
 def main() -> None:

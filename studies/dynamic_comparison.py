@@ -37,12 +37,12 @@ from typing import Any
 import numpy as np
 
 import lrgym
-from agents.collect import Episode
-from agents.evaluation import DynamicWorker, learned_kwargs, play_episode
-from agents.pools import make_pool
 from lrgym.bench.statistics import bootstrap_ci
 from lrgym.controllers.files import PerStepPolicyFile
 from lrgym.jsonfile import write_atomic
+from lrgym_agents.collect import Episode
+from lrgym_agents.evaluation import DynamicWorker, learned_kwargs, play_episode
+from lrgym_agents.pools import make_pool
 
 GRID = [float(f"{10 ** (e / 4):.3g}") for e in range(-16, 1)]
 """Default constant grid: 1e-4 .. 1, four per decade."""

@@ -38,9 +38,9 @@ import gymnasium as gym
 import numpy as np
 
 import lrgym  # noqa: F401 - registers the environments
-from agents.pools import make_pool
 from lrgym.controllers import LogLinearController
 from lrgym.registration import MIXTURE_ID
+from lrgym_agents.pools import make_pool
 
 FIELDS = (
     "family",

@@ -39,9 +39,9 @@ import numpy as np
 import torch
 
 import lrgym
-from agents.evaluation import evaluate_controller
-from agents.learners.asktell import ASK_TELL_LEARNERS
 from lrgym.jsonfile import write_atomic
+from lrgym_agents.evaluation import evaluate_controller
+from lrgym_agents.learners.asktell import ASK_TELL_LEARNERS
 
 ALL = ("reps", "cmaes", "random", "ppo", "a2c", "sac", "td3", "ars")
 
@@ -63,11 +63,11 @@ def train_one(learner: str, seed: int, out: Path, args: argparse.Namespace) -> f
         progress=False,
     )
     if learner in ASK_TELL_LEARNERS:
-        from agents.loop import train
+        from lrgym_agents.loop import train
 
         train(learner, args.env, out, config={"samples": args.samples}, **common)
     else:
-        from agents.learners.sb3 import train_sb3
+        from lrgym_agents.learners.sb3 import train_sb3
 
         common.pop("backend")
         common["workers"] = args.sb3_workers

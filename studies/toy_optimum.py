@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 import lrgym  # noqa: F401 - registers the environments
-from agents.learners.reps import REPS, REPSConfig
+from lrgym_agents.learners.reps import REPS, REPSConfig
 
 ENV_ID = "StepSizeControl-Toy-v0"
 

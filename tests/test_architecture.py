@@ -1,5 +1,5 @@
 """The layout's rules, checked on the source: module, class and function sizes, no import cycle,
-and imports that only go down the layers (``lrgym`` never imports ``agents``).
+and imports that only go down the layers (``lrgym`` never imports the learners, ``lrgym_agents``).
 
 The layers of ``lrgym``, low to high (a module may import its own layer and those below)::
 
@@ -13,13 +13,14 @@ Imports under ``if TYPE_CHECKING:`` count too: a type-only cycle is still a cycl
 from __future__ import annotations
 
 import ast
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("lrgym", "agents")
+PACKAGES = ("lrgym", "agents")  # folders; agents/ installs as lrgym_agents
 MAX_MODULE_LINES = 500
 MAX_CLASS_LINES = 300
 MAX_FUNCTION_LINES = 100
@@ -95,10 +96,49 @@ def test_module_class_and_function_sizes_stay_small(path: Path) -> None:
             assert _lines(node) <= MAX_FUNCTION_LINES, f"{node.name}(): {_lines(node)} lines"
 
 
-def test_lrgym_never_imports_agents() -> None:
+def _is_learners(module: str) -> bool:
+    return module.split(".")[0] in ("agents", "lrgym_agents")
+
+
+def test_lrgym_never_imports_the_learners() -> None:
     for path in (ROOT / "lrgym").rglob("*.py"):
-        upward = [m for m in _imports(path) if m == "agents" or m.startswith("agents.")]
+        upward = [m for m in _imports(path) if _is_learners(m)]
         assert not upward, f"{path.relative_to(ROOT)} imports {upward}"
+
+
+def _absolute_imports(source: str) -> Iterator[str]:
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module
+
+
+def _code_sources() -> Iterator[tuple[str, str]]:
+    """Every Python file of the repository's code folders, and every notebook's code cells."""
+    for folder in ("lrgym", "agents", "tests", "studies", "perf", "notebooks", "docs"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            yield str(path.relative_to(ROOT)), path.read_text()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        for k, cell in enumerate(c for c in cells if c["cell_type"] == "code"):
+            lines = "".join(cell["source"]).splitlines()
+            code = "\n".join(line for line in lines if not line.lstrip().startswith(("%", "!")))
+            yield f"{path.relative_to(ROOT)} cell {k}", code
+
+
+def test_no_code_imports_the_learners_by_their_folder_name() -> None:
+    """``agents`` is the folder; the package is ``lrgym_agents``. An ``import agents`` works in the
+    repository (its root is on the path) and fails where the wheel is installed; beside
+    ``lrgym_agents`` it would also load every module twice. Inside ``agents/`` the imports are
+    relative."""
+    old = [
+        f"{name}: {m}"
+        for name, source in _code_sources()
+        for m in _absolute_imports(source)
+        if m == "agents" or m.startswith("agents.")
+    ]
+    assert not old, f"import lrgym_agents instead: {old}"
 
 
 def test_lrgym_imports_only_go_down_the_layers() -> None:

@@ -18,8 +18,6 @@ import numpy as np
 import pytest
 
 import lrgym
-from agents.benchmark import plan, run_benchmark
-from agents.collect import episode_seeds
 from lrgym.bench.baselines import BASELINES, LR_GRID
 from lrgym.bench.leaderboard import summary_text
 from lrgym.bench.results import RESULT_COLUMNS, read_results
@@ -27,6 +25,8 @@ from lrgym.bench.suites import SUITE_SEED_BASE, SUITES, get_suite
 from lrgym.cli import main
 from lrgym.controllers.files import LogLinearFile, save_controller
 from lrgym.errors import DatasetNotFoundError, InvalidConfigError
+from lrgym_agents.benchmark import plan, run_benchmark
+from lrgym_agents.collect import episode_seeds
 
 ISSUE_COLUMNS = [
     "controller",
@@ -284,7 +284,7 @@ def test_process_workers_give_the_serial_results(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_policy_controller_acts_on_each_tasks_starting_features(tmp_path: Path) -> None:
     pytest.importorskip("stable_baselines3")
-    from agents.learners.sb3 import train_sb3
+    from lrgym_agents.learners.sb3 import train_sb3
 
     train_sb3("ppo", "StepSizeControl-Toy-v0", tmp_path / "ppo", episodes=32, progress=False)
     policy = tmp_path / "ppo" / "controller.json"

@@ -7,8 +7,8 @@ import pkgutil
 import re
 from pathlib import Path
 
-import agents
 import lrgym
+import lrgym_agents
 
 ROOT = Path(__file__).resolve().parents[1]
 API = ROOT / "docs" / "api"
@@ -27,7 +27,7 @@ def test_every_module_of_the_learners_package_is_in_the_api_reference():
     documented = set(re.findall(r"^::: ([\w.]+)", text, flags=re.MULTILINE))
     modules = {
         m.name
-        for m in pkgutil.walk_packages(agents.__path__, "agents.")
+        for m in pkgutil.walk_packages(lrgym_agents.__path__, "lrgym_agents.")
         if not m.name.rsplit(".", 1)[-1].startswith("_")
     }
     # a module counts when it, or a package above it, is rendered with its submodules

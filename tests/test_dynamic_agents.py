@@ -16,10 +16,6 @@ from helpers import DYNAMIC_TOY as TOY
 from helpers import log_of
 
 import lrgym
-from agents.collect import episode_seeds
-from agents.evaluation import evaluate_controller, evaluate_dynamic
-from agents.learners.sb3 import train_sb3
-from agents.rundir import LOG_COLUMNS, read_checkpoint, write_checkpoint
 from lrgym.cli import main
 from lrgym.controllers.files import (
     ContextualPolicyFile,
@@ -30,6 +26,10 @@ from lrgym.controllers.files import (
 from lrgym.envs import ControllerWrapper
 from lrgym.errors import InvalidConfigError
 from lrgym.registration import is_dynamic
+from lrgym_agents.collect import episode_seeds
+from lrgym_agents.evaluation import evaluate_controller, evaluate_dynamic
+from lrgym_agents.learners.sb3 import train_sb3
+from lrgym_agents.rundir import LOG_COLUMNS, read_checkpoint, write_checkpoint
 
 
 @pytest.fixture(scope="module")

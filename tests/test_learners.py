@@ -1,6 +1,6 @@
 """Every learner through the same workflow: CLI training and evaluation, bit-identical resume
 of the ask/tell learners (serial and process backends), SB3 resume without repeated episodes,
-the learners' own rules, and the layering (lrgym does not import agents)."""
+the learners' own rules, and the layering (lrgym does not import lrgym_agents)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import pytest
 from helpers import TOY, kill_after_lines, log_of
 
 import lrgym
-from agents.learners.cmaes import CMAES, CMAESConfig
-from agents.learners.random_search import RandomSearch, RandomSearchConfig
-from agents.loop import train
-from agents.rundir import LOG_COLUMNS, read_checkpoint
 from lrgym.cli import main
 from lrgym.controllers.files import ContextualPolicyFile, ControllerFileError
 from lrgym.errors import InvalidConfigError, LrgymError
+from lrgym_agents.learners.cmaes import CMAES, CMAESConfig
+from lrgym_agents.learners.random_search import RandomSearch, RandomSearchConfig
+from lrgym_agents.loop import train
+from lrgym_agents.rundir import LOG_COLUMNS, read_checkpoint
 
 SHORT = {"steps": [20, 30]}
 ASK_TELL = ("reps", "cmaes", "random")
@@ -66,7 +66,7 @@ def test_an_unknown_algorithm_lists_the_allowed_ones(capsys: pytest.CaptureFixtu
 def test_a_budget_the_learner_cannot_end_on_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidConfigError, match="multiple of samples=8"):
         train("cmaes", TOY, tmp_path, episodes=20, config={"samples": 8}, progress=False)
-    from agents.learners.sb3 import train_sb3
+    from lrgym_agents.learners.sb3 import train_sb3
 
     with pytest.raises(InvalidConfigError, match="16 episodes per update"):
         train_sb3("ars", TOY, tmp_path, episodes=20, progress=False)
@@ -189,8 +189,8 @@ def test_random_search_does_not_report_a_candidate_one_lucky_task_favoured() -> 
 
 
 @pytest.mark.slow
-def test_importing_the_lrgym_command_line_does_not_import_agents() -> None:
-    code = "import sys, lrgym.cli; print(sorted(m for m in sys.modules if m.startswith('agents')))"
+def test_importing_the_lrgym_command_line_does_not_import_the_learners() -> None:
+    code = "import sys, lrgym.cli; print(sorted(m for m in sys.modules if 'agents' in m))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -208,14 +208,14 @@ def test_a_missing_optional_package_names_the_extra_to_install(
         if algorithm == "cmaes":
             train("cmaes", TOY, tmp_path, episodes=16, progress=False)
         else:
-            from agents.learners.sb3 import train_sb3
+            from lrgym_agents.learners.sb3 import train_sb3
 
             train_sb3(algorithm, TOY, tmp_path, episodes=16, progress=False)
 
 
 @pytest.mark.slow
 def test_a_policy_controller_file_checks_its_model(tmp_path: Path) -> None:
-    from agents.learners.sb3 import train_sb3
+    from lrgym_agents.learners.sb3 import train_sb3
 
     out = tmp_path / "ppo"
     train_sb3("ppo", TOY, out, episodes=32, env_kwargs=SHORT, progress=False)

@@ -1,4 +1,4 @@
-"""The learners' objective options (:mod:`agents.objective`): the scores against brute force,
+"""The learners' objective options (:mod:`lrgym_agents.objective`): the scores against brute force,
 and each option changing what a learner learns on a toy problem whose answer is known."""
 
 from __future__ import annotations
@@ -10,18 +10,18 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from agents.collect import Episode
-from agents.learners.asktell import make_learner
-from agents.loop import train
-from agents.objective import (
+from lrgym.errors import InvalidConfigError
+from lrgym_agents.collect import Episode
+from lrgym_agents.learners.asktell import make_learner
+from lrgym_agents.loop import train
+from lrgym_agents.objective import (
     Objective,
     candidate_scores,
     centred_ranks,
     objective_from,
     perturbation_factors,
 )
-from agents.rundir import CheckpointError
-from lrgym.errors import InvalidConfigError
+from lrgym_agents.rundir import CheckpointError
 
 
 def test_centred_ranks_match_a_brute_force_count_with_ties():

@@ -13,7 +13,6 @@ import pytest
 import torch
 from helpers import toy_task as _toy_task
 
-from agents.benchmark import run_benchmark
 from lrgym.bench.baselines import BASELINES
 from lrgym.bench.results import read_results
 from lrgym.bench.suites import get_suite
@@ -30,6 +29,7 @@ from lrgym.optimizers import (
 )
 from lrgym.tasks.family import OPTIMIZERS, Task
 from lrgym.training import TrainingRun
+from lrgym_agents.benchmark import run_benchmark
 
 TOY = load_dataset("toy")
 NEW = ("dog", "mechanic-sgd", "mechanic-adam")

@@ -7,8 +7,6 @@ import math
 
 import pytest
 
-from agents.benchmark import plan
-from agents.benchmark.runner import run_group
 from lrgym.bench.baselines import get_baselines
 from lrgym.bench.reliability import perturbation_scores, reliability_markdown, suite_scores
 from lrgym.bench.results import read_results
@@ -23,6 +21,8 @@ from lrgym.bench.suites import (
     get_suite,
 )
 from lrgym.errors import InvalidConfigError
+from lrgym_agents.benchmark import plan
+from lrgym_agents.benchmark.runner import run_group
 
 
 def _row(controller, kind, task, loss, *, eta0=0.01, source="task", diverged=0, suite="s"):

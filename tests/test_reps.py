@@ -1,4 +1,4 @@
-"""Reference tests of the REPS update (:mod:`agents.learners.reps`).
+"""Reference tests of the REPS update (:mod:`lrgym_agents.learners.reps`).
 
 Expected values come from computations written here (explicit loops over samples, a
 brute-force minimisation of the dual, finite differences), never from the helpers under test.
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from agents.learners.reps import (
+from lrgym.errors import InvalidConfigError
+from lrgym_agents.learners.reps import (
     REPS,
     REPSConfig,
     dual,
@@ -23,7 +24,6 @@ from agents.learners.reps import (
     solve_dual,
     weighted_gaussian,
 )
-from lrgym.errors import InvalidConfigError
 
 # --------------------------------------------------------------------------------------------
 # Independent reference computations

@@ -22,15 +22,15 @@ import numpy as np
 import pytest
 
 import lrgym
-from agents.collect import Collector, Episode, episode_seeds, make_collector
-from agents.evaluation import evaluate_controller
-from agents.learners.reps import REPSConfig
-from agents.loop import train
-from agents.pools import CollectorError, ProcessPool, SerialPool, resolve_backend
-from agents.rundir import CheckpointError, read_checkpoint
 from lrgym.cli import main
 from lrgym.controllers.files import ControllerFileError, LogLinearFile
 from lrgym.errors import InvalidConfigError
+from lrgym_agents.collect import Collector, Episode, episode_seeds, make_collector
+from lrgym_agents.evaluation import evaluate_controller
+from lrgym_agents.learners.reps import REPSConfig
+from lrgym_agents.loop import train
+from lrgym_agents.pools import CollectorError, ProcessPool, SerialPool, resolve_backend
+from lrgym_agents.rundir import CheckpointError, read_checkpoint
 
 TOY = "StepSizeControl-Toy-v0"
 SHORT = {"steps": [20, 30]}  # Toy episodes of a few hundredths of a second

@@ -1,6 +1,6 @@
 """``lrgym benchmark``: controllers and baselines on a suite of held-out tasks.
 
-:func:`run_benchmark` (:mod:`agents.benchmark.runner`) runs every chosen controller on the
+:func:`run_benchmark` (:mod:`lrgym_agents.benchmark.runner`) runs every chosen controller on the
 first ``tasks`` tasks of a suite (:mod:`lrgym.bench.suites`) and writes, in ``out``:
 
 * ``results.csv``: one row per controller x task x eta_0 (:data:`lrgym.bench.results.
@@ -14,7 +14,8 @@ first ``tasks`` tasks of a suite (:mod:`lrgym.bench.suites`) and writes, in ``ou
 * ``leaderboard.md`` (:func:`lrgym.bench.leaderboard.write_leaderboard`, from the CSV alone)
   and the figures (:func:`lrgym.bench.figures.write_figures`).
 
-What runs, per task (``eta0_source`` in brackets; :func:`plan` in :mod:`agents.benchmark.jobs`):
+What runs, per task (``eta0_source`` in brackets; :func:`plan` in
+:mod:`lrgym_agents.benchmark.jobs`):
 
 * ``constant`` at every value of :data:`lrgym.bench.baselines.LR_GRID` (grid);
 * every other baseline from the task's eta_0 (task), or at its own lr for the optimiser
@@ -32,7 +33,7 @@ repeats no finished row and ends with the CSV an uninterrupted benchmark writes 
 
 from __future__ import annotations
 
-from agents.benchmark.jobs import Job, plan
-from agents.benchmark.runner import add_arguments, command, run_benchmark
+from .jobs import Job, plan
+from .runner import add_arguments, command, run_benchmark
 
 __all__ = ["Job", "add_arguments", "command", "plan", "run_benchmark"]

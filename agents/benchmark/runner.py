@@ -1,5 +1,5 @@
 """Running a benchmark: the results folder, the runs on a worker pool, ``--resume``, and the
-``lrgym benchmark`` command (see :mod:`agents.benchmark` for what it writes)."""
+``lrgym benchmark`` command (see :mod:`lrgym_agents.benchmark` for what it writes)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ import gymnasium as gym
 import numpy as np
 
 import lrgym
-from agents.benchmark.jobs import BenchmarkWorker, Job, Outcome, plan, row_key, run_job
-from agents.pools import make_pool
-from agents.rundir import progress_bar
 from lrgym.bench.baselines import BASELINES, get_baselines
 from lrgym.bench.figures import write_figures
 from lrgym.bench.leaderboard import summary_text, write_leaderboard
@@ -36,6 +33,10 @@ from lrgym.bench.suites import (
 from lrgym.controllers.files import load_controller
 from lrgym.errors import DatasetNotFoundError, InvalidConfigError, LrgymError
 from lrgym.jsonfile import file_sha256, write_atomic
+
+from ..pools import make_pool
+from ..rundir import progress_bar
+from .jobs import BenchmarkWorker, Job, Outcome, plan, row_key, run_job
 
 FORMAT = "lrgym-benchmark"
 VERSION = 1

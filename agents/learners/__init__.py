@@ -1,2 +1,3 @@
 """The learners: REPS (the paper's), CMA-ES, random search (all behind the ask/tell protocol of
-:mod:`agents.learners.asktell`) and the Stable-Baselines3 learners (:mod:`agents.learners.sb3`)."""
+:mod:`lrgym_agents.learners.asktell`) and the Stable-Baselines3 learners
+(:mod:`lrgym_agents.learners.sb3`)."""

@@ -9,9 +9,9 @@ A learner proposes a batch of actions, is told their rewards, and updates itself
         info = learner.tell(actions, rewards)      # info.mean_reward, info.best_reward
     action, cov = learner.recommendation()         # the controller it reports
 
-:func:`agents.loop.train` drives any of them with the collectors, checkpoints and logs; REPS
-(:mod:`agents.learners.reps`), CMA-ES (:mod:`agents.learners.cmaes`) and random search
-(:mod:`agents.learners.random_search`) implement it. ``state_dict()`` is JSON-serialisable and
+:func:`lrgym_agents.loop.train` drives any of them with the collectors, checkpoints and logs; REPS
+(:mod:`lrgym_agents.learners.reps`), CMA-ES (:mod:`lrgym_agents.learners.cmaes`) and random search
+(:mod:`lrgym_agents.learners.random_search`) implement it. ``state_dict()`` is JSON-serialisable and
 ``from_state_dict`` continues bit-identically.
 """
 
@@ -61,9 +61,9 @@ class AskTellLearner(Protocol):
 def _registry() -> dict[str, tuple[type, Callable[..., Any], Callable[[dict[str, Any]], Any]]]:
     # name -> (config class, constructor, from_state_dict); imported lazily so that a missing
     # optional package (cma) only matters to the learner that needs it
-    from agents.learners.cmaes import CMAES, CMAESConfig
-    from agents.learners.random_search import RandomSearch, RandomSearchConfig
-    from agents.learners.reps import REPS, REPSConfig
+    from .cmaes import CMAES, CMAESConfig
+    from .random_search import RandomSearch, RandomSearchConfig
+    from .reps import REPS, REPSConfig
 
     return {
         "reps": (REPSConfig, REPS, REPS.from_state_dict),

@@ -16,7 +16,7 @@ Plain REPS shrinks the covariance too early when rewards are noisy. Two options 
 ``covariance_mixing`` blends the old covariance into the new one.
 
 The update math (:func:`solve_dual`, :func:`reps_weights`, :func:`weighted_gaussian`,
-:meth:`REPS.tell`) is separate from the loop that collects episodes (:mod:`agents.loop`),
+:meth:`REPS.tell`) is separate from the loop that collects episodes (:mod:`lrgym_agents.loop`),
 so any collector, or a user's own loop, can drive it::
 
     agent = REPS(dim=5, seed=0)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agents.pools.base import WorkerPool
-from agents.pools.process import ProcessPool
-from agents.pools.ray import RayPool
-from agents.pools.serial import SerialPool
 from lrgym.errors import InvalidConfigError, choice_error
+
+from .base import WorkerPool
+from .process import ProcessPool
+from .ray import RayPool
+from .serial import SerialPool
 
 BACKENDS = ("serial", "process", "ray")
 """Where jobs run: in this process, in worker processes, on Ray actors."""

@@ -20,7 +20,9 @@ from typing import Any
 
 import torch
 
-from agents.pools.base import (
+from lrgym.errors import LrgymError
+
+from .base import (
     CollectorError,
     JobFunction,
     OnResult,
@@ -28,7 +30,6 @@ from agents.pools.base import (
     close_state,
     worker_count,
 )
-from lrgym.errors import LrgymError
 
 
 @dataclass(eq=False)

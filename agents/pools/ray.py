@@ -9,14 +9,15 @@ from typing import Any
 
 import torch
 
-from agents.pools.base import (
+from lrgym.errors import LrgymError
+
+from .base import (
     CollectorError,
     JobFunction,
     OnResult,
     WorkerPool,
     worker_count,
 )
-from lrgym.errors import LrgymError
 
 
 class _RayWorker:

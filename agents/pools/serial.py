@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from agents.pools.base import JobFunction, OnResult, WorkerPool, close_state
+from .base import JobFunction, OnResult, WorkerPool, close_state
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ mkdocstrings (Markdown) would show as written. Before rendering, this rewrites:
 
 * Sphinx roles (``:class:`~lrgym.x.Y```, ``:func:`train```, ...) into cross-references to the
   object's entry in the reference, resolved from the docstring's scope. A public name of
-  ``lrgym`` or ``agents`` must be in the reference (else the strict build fails); any other name
+  ``lrgym`` or ``lrgym_agents`` must be in the reference (else the strict build fails); any other name
   (``torch.optim.SGD``) links when the reference documents it and stays plain code when not.
 * reST simple tables (``=====  =====`` borders) into Markdown tables.
 * ``text::`` before a literal block into ``text:`` (the indented block is a code block already).
@@ -25,7 +25,7 @@ import griffe
 ROLE = re.compile(r":(?:class|func|meth|attr|data|mod|exc|obj):`([^`]+)`")
 BORDER = re.compile(r"^( *)(=+)( +=+)+ *$")
 LITERAL = re.compile(r"(\S)::\n(\n[ \t]+\S)")
-PACKAGES = ("lrgym", "agents")
+PACKAGES = ("lrgym", "lrgym_agents")
 
 
 def canonical(modules: griffe.ModulesCollection, path: str) -> str:

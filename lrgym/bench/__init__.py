@@ -1,2 +1,2 @@
 """The benchmark's definitions: suites of held-out tasks, the baselines, the leaderboard and its
-figures (``lrgym benchmark`` runs them; see ``agents.benchmark``)."""
+figures (``lrgym benchmark`` runs them; see ``lrgym_agents.benchmark``)."""

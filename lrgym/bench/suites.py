@@ -6,7 +6,7 @@ Suites are plain data (:meth:`Suite.to_dict` is JSON), and a suite's ``version``
 whenever its definition changes, so results carry the version they were measured on.
 
 **Held out by construction.** Every seed a training run draws is a 32-bit integer: the
-ask/tell learners' episode seeds (``agents.collect.episode_seeds``) and the Stable-Baselines3
+ask/tell learners' episode seeds (``lrgym_agents.collect.episode_seeds``) and the Stable-Baselines3
 learners' task seeds are ``uint32`` draws of :class:`numpy.random.SeedSequence`, and
 ``lrgym evaluate`` counts up from its ``--seed``, which the README starts at 1000. Suite seeds
 start at :data:`SUITE_SEED_BASE` ``= 2**32``, outside that range, so no training run ever trains

@@ -10,12 +10,12 @@ next stretch's learning rate, and its controller file holds a *per-step* policy
 own mechanisms (a callback, ``save``, ``save_replay_buffer``):
 
 * **task seeds**: episode ``n`` of the run (counted over the whole run, resumes included) trains
-  the task of ``reset(seed)`` with the seed :func:`agents.collect.episode_seeds` derives from
+  the task of ``reset(seed)`` with the seed :func:`lrgym_agents.collect.episode_seeds` derives from
   ``(seed, n)``, whichever worker runs it, so no task is drawn twice by accident and a resumed run
   continues the sequence;
 * **the budget**: training stops after exactly ``episodes`` episodes (the log's rewards are
   episode returns);
-* **the run directory** (:mod:`agents.rundir`): ``log.jsonl`` with the columns every learner
+* **the run directory** (:mod:`lrgym_agents.rundir`): ``log.jsonl`` with the columns every learner
   shares (a line per ``log_every`` episodes or more, at the first update boundary after them),
   ``checkpoint.json`` (a model file ``models/model-NNNNNN.zip``, the replay buffer for SAC/TD3,
   their SHA-256), ``controller.json`` / ``controller-initial.json`` referencing the model
@@ -29,15 +29,15 @@ own mechanisms (a callback, ``save``, ``save_replay_buffer``):
 
 Model files and replay buffers are **pickles**: resume and evaluate only runs you trust.
 
-Modules: :mod:`~agents.learners.sb3.settings` (lrgym's settings, budgets, building a model),
-:mod:`~agents.learners.sb3.training` (:func:`train_sb3`),
-:mod:`~agents.learners.sb3.model_files` (saving and loading models, writing the policy
-controller files), :mod:`~agents.learners.sb3.callback`.
+Modules: :mod:`~lrgym_agents.learners.sb3.settings` (lrgym's settings, budgets, building a model),
+:mod:`~lrgym_agents.learners.sb3.training` (:func:`train_sb3`),
+:mod:`~lrgym_agents.learners.sb3.model_files` (saving and loading models, writing the policy
+controller files), :mod:`~lrgym_agents.learners.sb3.callback`.
 """
 
 from __future__ import annotations
 
-from agents.learners.sb3.settings import SB3_DYNAMIC_SETTINGS, SB3_LEARNERS
-from agents.learners.sb3.training import train_sb3
+from .settings import SB3_DYNAMIC_SETTINGS, SB3_LEARNERS
+from .training import train_sb3
 
 __all__ = ["SB3_DYNAMIC_SETTINGS", "SB3_LEARNERS", "train_sb3"]

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agents.rundir import RunDirectory, log_row
+from ...rundir import RunDirectory, log_row
 
 
 def make_callback(*args: Any) -> Any:

@@ -17,11 +17,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.learners.sb3.settings import SB3_LEARNERS
-from agents.rundir import CheckpointError, controller_for
 from lrgym.controllers.files import save_controller
 from lrgym.controllers.sb3_policy import import_policy_library
 from lrgym.jsonfile import file_sha256
+
+from ...rundir import CheckpointError, controller_for
+from .settings import SB3_LEARNERS
 
 NORMALIZATION_KEYS = ("mean", "var", "epsilon", "clip")
 """The statistics a policy controller file keeps (the checkpoint keeps ``count`` too)."""

@@ -1,5 +1,5 @@
 """Training a Stable-Baselines3 learner on an lrgym env: the task seeds of the run's episodes,
-the vector env and :func:`train_sb3` (see :mod:`agents.learners.sb3`)."""
+the vector env and :func:`train_sb3` (see :mod:`lrgym_agents.learners.sb3`)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from agents.collect import episode_seeds
-from agents.learners.sb3.callback import make_callback
-from agents.learners.sb3.model_files import ModelSaver, load_model, normalizing
-from agents.learners.sb3.settings import SB3_LEARNERS, build_model, check_budget, settings_for
-from agents.rundir import LearnerRun, RunDirectory, progress_bar, run_settings
 from lrgym.controllers.sb3_policy import import_policy_library
 from lrgym.envs.dynamic import StepSizeControlDynamicEnv
 from lrgym.registration import is_dynamic
+
+from ...collect import episode_seeds
+from ...rundir import LearnerRun, RunDirectory, progress_bar, run_settings
+from .callback import make_callback
+from .model_files import ModelSaver, load_model, normalizing
+from .settings import SB3_LEARNERS, build_model, check_budget, settings_for
 
 
 class TaskSeeds(gym.Wrapper[Any, Any, Any, Any]):
@@ -92,7 +93,8 @@ def train_sb3(
     log_every: int = 32,
 ) -> LearnerRun:
     """Train the Stable-Baselines3 learner ``algorithm`` (:data:`SB3_LEARNERS`) for exactly
-    ``episodes`` episodes; see :mod:`agents.learners.sb3` for the files and what resuming does.
+    ``episodes`` episodes; see :mod:`lrgym_agents.learners.sb3` for the files and what resuming
+    does.
 
     Args:
         hyperparameters: settings that replace lrgym's (:data:`SB3_LEARNERS`), e.g.
@@ -103,7 +105,7 @@ def train_sb3(
 
     Raises:
         InvalidConfigError: unknown learner, or a budget the algorithm cannot end on exactly.
-        agents.rundir.CheckpointError: as for :func:`agents.loop.train`.
+        lrgym_agents.rundir.CheckpointError: as for :func:`lrgym_agents.loop.train`.
         lrgym.LrgymError: the library is not installed (the error names the extra).
     """
     dynamic = is_dynamic(env_id)
