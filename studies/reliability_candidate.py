@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
 from pathlib import Path
 
 from lrgym.bench.reliability import reliability_markdown
@@ -23,7 +24,7 @@ from lrgym.bench.results import read_results
 from lrgym.bench.statistics import with_oracle
 from lrgym.bench.suites import ETA0_RANGES, SUITE_GROUPS
 from lrgym.jsonfile import write_atomic
-from lrgym_agents.benchmark import run_benchmark
+from lrgym_agents.benchmark.runner import run_group
 
 
 def main() -> None:
@@ -36,34 +37,26 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     name = args.controller.split("=", 1)[0]
-    group = SUITE_GROUPS["reliability"]
+    whole = SUITE_GROUPS["reliability"]
+    # the group's own runner on its suites of this kind: the group's settings, not restated
+    group = replace(whole, members=tuple(m for m in whole.members if m[1] == args.kind))
+    run_group(
+        group,
+        args.out,
+        controllers=[args.controller],
+        baselines="constant",
+        data_root=args.data_root,
+        workers=args.workers,
+        resume=True,  # suites already started continue; the others start
+        progress=False,
+        figures=False,
+    )
     suites, worst_grid = [], 0.0
-    for suite, kind in group.members:
-        if kind != args.kind:
-            continue
-        folder = args.out / suite
-        run_benchmark(
-            suite,
-            folder,
-            controllers=[args.controller],
-            baselines="constant",
-            tasks=group.tasks,
-            eta0_sweep=True,
-            perturb=0.2,
-            eta0_grid=ETA0_RANGES[kind],
-            feature_cost=False,
-            data_root=args.data_root,
-            workers=args.workers,
-            resume=(folder / "benchmark.json").exists(),
-            progress=False,
-            figures=False,
-        )
+    for suite, _ in group.members:
         stored = read_results(args.reference / suite / "results.csv")
-        new = read_results(folder / "results.csv")
+        new = read_results(args.out / suite / "results.csv")
         worst_grid = max(worst_grid, _grid_difference(stored, new))
-        mine = [
-            r for r in new if r["controller"] == name or r["controller"].startswith(name + " [")
-        ]
+        mine = [r for r in new if r["kind"] != "constant"]  # the candidate and its variants
         rows = [r for r in stored if r["controller"] != "oracle"] + mine
         suites.append((suite, with_oracle(rows)))
     report = reliability_markdown(suites, {suite: name for suite, _ in suites})
