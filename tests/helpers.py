@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 
 import lrgym
 from lrgym.tasks.family import Task
+from lrgym_agents.rundir import read_checkpoint
 
 TOY = "StepSizeControl-Toy-v0"
 """The cheapest bandit env: an MLP on generated data."""
@@ -133,10 +135,23 @@ def write_fake_cifar10(root: Path, per_batch: int = 100) -> Path:
 
 def kill_after_lines(command: list[str], log: Path, lines: int) -> None:
     """Start ``command`` and SIGKILL it once ``log`` has ``lines`` lines (a crash mid-run)."""
+    kill_when(command, lambda: log.exists() and log.read_text().count("\n") >= lines)
+
+
+def kill_after_checkpoint(command: list[str], checkpoint: Path) -> None:
+    """Start ``command`` and SIGKILL it once ``checkpoint`` holds finished episodes. A log line
+    comes before its checkpoint, so waiting for the run's last line races the run's end; the
+    first saved episodes leave the rest of the run to be killed in."""
+    # checkpoints are written atomically: whole or absent
+    kill_when(command, lambda: checkpoint.exists() and read_checkpoint(checkpoint)["episodes"] > 0)
+
+
+def kill_when(command: list[str], ready: Callable[[], bool]) -> None:
+    """Start ``command`` and SIGKILL it as soon as ``ready()`` (a crash mid-run)."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and process.poll() is None:
-        if log.exists() and log.read_text().count("\n") >= lines:
+        if ready():
             break
         time.sleep(0.01)
     process.kill()

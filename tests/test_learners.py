@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import TOY, kill_after_lines, log_of
+from helpers import TOY, kill_after_checkpoint, kill_after_lines, log_of
 
 import lrgym
 from lrgym.cli import main
@@ -123,7 +123,7 @@ def test_a_killed_sb3_run_resumes_to_the_requested_episodes_without_repeating_on
 ) -> None:
     out = tmp_path / algorithm
     command = train_command(algorithm, out, "--episodes", "64")
-    kill_after_lines(command, out / "log.jsonl", 2)
+    kill_after_checkpoint(command, out / "checkpoint.json")
     done = read_checkpoint(out / "checkpoint.json")["episodes"]
     assert 0 < done < 64
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
